@@ -1,0 +1,1 @@
+"""The online learner of recstream: ingest, learn, publish, measure."""

@@ -1,0 +1,89 @@
+"""The embedded default: producer, log, learner and store in one process, no services."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry
+from tqdm import tqdm
+
+from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
+from consumers.metrics import LearnerMetrics
+from consumers.pipeline import OnlineRecommender
+from consumers.service import LearnerService
+from consumers.settings import DemoSettings
+from consumers.sinks.memory import MemoryStore
+from consumers.sinks.schema import decode_ranked
+from streamer.events import VIEWS_TOPIC
+from streamer.sources import open_source
+
+PRODUCE_CHUNK = 2000
+
+
+def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
+    """Stream the source through the learner; print progress and a report; return the report."""
+    log = MemoryEventLog()
+    store = MemoryStore(settings.prefix)
+    recommender = OnlineRecommender(settings.model(), store, settings.model_name)
+    service = LearnerService(
+        MemoryEventSource(log, VIEWS_TOPIC, "demo"),
+        recommender,
+        LearnerMetrics(CollectorRegistry()),
+        batch_size=settings.batch_size,
+        max_wait_s=0.0,
+    )
+    events = itertools.islice(open_source(settings.source), settings.events)
+    started = time.perf_counter()
+    with tqdm(total=settings.events, unit="ev", file=out, mininterval=0.5) as bar:
+        while chunk := list(itertools.islice(events, PRODUCE_CHUNK)):
+            for event in chunk:
+                log.send(event, VIEWS_TOPIC)
+            while consumed := service.step():
+                bar.update(consumed)
+            bar.set_postfix(
+                loss=f"{service.smoothed_loss or 0:.3f}",
+                hr10=f"{recommender.quality.recent_hit_rate:.3f}",
+                pop_hr10=f"{recommender.popularity_quality.recent_hit_rate:.3f}",
+                refresh=False,
+            )
+    elapsed = time.perf_counter() - started
+    users = recommender.model.users.raws(
+        range(min(settings.users_shown, len(recommender.model.users)))
+    )
+    report = {
+        "model": recommender.quality.summary(),
+        "popularity": recommender.popularity_quality.summary(),
+        "events": recommender.events,
+        "events_per_s": round(recommender.events / elapsed, 1),
+        "users": len(recommender.model.users),
+        "items": len(recommender.model.items),
+        "top10": {str(user): _top10(store, user) for user in users},
+    }
+    _print_report(report, settings.model_name, out)
+    if settings.json_path:
+        with open(settings.json_path, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+def _top10(store: MemoryStore, user: object) -> list[Any]:
+    value = store.get(store.keys.user_top(user))  # type: ignore[arg-type]
+    return [] if value is None else list(decode_ranked(value)["items"][:10])
+
+
+def _print_report(report: dict[str, Any], model_name: str, out: TextIO) -> None:
+    model, popular = report["model"], report["popularity"]
+    lines = [
+        "",
+        f"recstream demo: {report['events']:,} events, {report['users']:,} users, "
+        f"{report['items']:,} items, {report['events_per_s']:,.0f} events/s",
+        f"online (prequential) quality on {model['scored']:,} events of known users:",
+        f"  {model_name:<12} HR@10 {model['hr@10']:.4f}  NDCG@10 {model['ndcg@10']:.4f}",
+        f"  {'popularity':<12} HR@10 {popular['hr@10']:.4f}  NDCG@10 {popular['ndcg@10']:.4f}",
+    ]
+    for user, items in report["top10"].items():
+        lines.append(f"  top-10 for {user}: {items}")
+    print("\n".join(lines), file=out)

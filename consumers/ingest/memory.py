@@ -1,0 +1,108 @@
+"""An in-memory partitioned log with consumer groups: Kafka's semantics, no broker.
+
+Used by the embedded demo and by unit tests; it implements the same
+`EventSource` interface as `KafkaEventSource`.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping
+
+from consumers.ingest.base import Record, TopicPartition
+from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER, ViewEvent, encode_key, encode_view
+
+
+class MemoryEventLog:
+    """Topics of partitions of records, and committed offsets per group."""
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.partitions = partitions
+        self.topics: dict[str, list[list[Record]]] = {}
+        self.headers: dict[tuple[str, int, int], dict[str, str]] = {}
+        self.committed: dict[tuple[str, str, int], int] = {}
+
+    def partitions_of(self, topic: str) -> list[list[Record]]:
+        return self.topics.setdefault(topic, [[] for _ in range(self.partitions)])
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Record:
+        partitions = self.partitions_of(topic)
+        # A stable hash keeps each key's records on one partition, in order.
+        index = zlib.crc32(key) % len(partitions) if key is not None else 0
+        partition = partitions[index]
+        record = Record(
+            topic,
+            index,
+            len(partition),
+            key,
+            value,
+            time.time() if timestamp is None else timestamp,
+        )
+        partition.append(record)
+        if headers:
+            self.headers[(topic, index, record.offset)] = dict(headers)
+        return record
+
+    def send(self, event: ViewEvent, topic: str) -> Record:
+        """Publish one view as a producer would (key = user id)."""
+        return self.append(topic, encode_key(event.user), encode_view(event))
+
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        return {(topic, i): len(p) for i, p in enumerate(self.partitions_of(topic))}
+
+
+class MemoryEventSource:
+    """The only member of `group` on `topic`: it owns every partition."""
+
+    def __init__(self, log: MemoryEventLog, topic: str, group: str) -> None:
+        self.log = log
+        self.topic = topic
+        self.group = group
+        self.dead_letter_topic = topic + DEAD_LETTER_SUFFIX
+        self._position = {
+            partition: log.committed.get((group, topic, partition), 0)
+            for partition in range(len(log.partitions_of(topic)))
+        }
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to `max_records`, taken round-robin across partitions; never blocks."""
+        records: list[Record] = []
+        partitions = self.log.partitions_of(self.topic)
+        while len(records) < max_records:
+            before = len(records)
+            for index, partition in enumerate(partitions):
+                position = self._position[index]
+                if position < len(partition) and len(records) < max_records:
+                    records.append(partition[position])
+                    self._position[index] = position + 1
+            if len(records) == before:
+                break
+        return records
+
+    def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.log.append(
+            self.dead_letter_topic,
+            record.key,
+            record.value,
+            record.timestamp,
+            {REASON_HEADER: reason, "recstream.detail": detail},
+        )
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for (topic, partition), offset in offsets.items():
+            self.log.committed[(self.group, topic, partition)] = offset
+
+    def lag(self) -> dict[TopicPartition, int]:
+        ends = self.log.end_offsets(self.topic)
+        return {(self.topic, p): ends[(self.topic, p)] - pos for p, pos in self._position.items()}
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,105 @@
+"""Online matrix factorisation: one pairwise update per micro-batch of views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from consumers.model.config import ModelConfig
+from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
+from consumers.model.registry import IdRegistry
+from consumers.model.sampling import uniform_negatives
+from consumers.model.tables import EmbeddingTable, adagrad_update, coalesce, sgd_update
+from consumers.model.topn import top_n
+
+RowUpdate = Callable[[EmbeddingTable, Tensor, Tensor, float], None]
+UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_update, "sgd": sgd_update}
+
+
+def pairwise_loss(config: ModelConfig) -> PairwiseLoss:
+    if config.loss == "triplet":
+        return partial(triplet_loss, margin=config.margin)
+    return bpr_loss
+
+
+class MatrixFactorization:
+    """User and item tables; the score of (user, item) is their dot product.
+
+    `learn` takes rows already mapped by the registries, so the caller decides
+    when ids become rows; `history` holds each user's watched item rows, which
+    top-N excludes.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.users = IdRegistry()
+        self.items = IdRegistry()
+        self.user_table = EmbeddingTable(config.dim, config.init_std, self.generator)
+        self.item_table = EmbeddingTable(config.dim, config.init_std, self.generator)
+        self.history: list[set[int]] = []
+        self._loss = pairwise_loss(config)
+        self._update = UPDATES[config.optimizer]
+
+    def sync_rows(self) -> None:
+        """Give every registered id a table row (and every user a history)."""
+        self.user_table.grow_to(len(self.users))
+        self.item_table.grow_to(len(self.items))
+        self.history.extend(set() for _ in range(len(self.users) - len(self.history)))
+
+    def sample_negatives(self, item_rows: Tensor) -> Tensor | None:
+        """A random other item per positive; None while fewer than two items exist."""
+        self.sync_rows()
+        if self.item_table.rows < 2:
+            return None
+        return uniform_negatives(item_rows, self.item_table.rows, self.generator)
+
+    def learn(
+        self, user_rows: Tensor, item_rows: Tensor, negatives: Tensor | None, weights: Tensor
+    ) -> float:
+        """One pairwise step on the batch; returns the weighted mean loss (nan if none)."""
+        self.sync_rows()
+        for user, item in zip(user_rows.tolist(), item_rows.tolist(), strict=True):
+            self.history[user].add(item)
+        if negatives is None or user_rows.numel() == 0:
+            return float("nan")
+        users = self.user_table.weight[user_rows]
+        positives = self.item_table.weight[item_rows]
+        negative_vectors = self.item_table.weight[negatives]
+        contrast = positives - negative_vectors
+        loss, dloss = self._loss((users * contrast).sum(dim=1))
+        dloss = (dloss * weights).unsqueeze(1)
+        l2 = self.config.l2
+        user_grads = dloss * contrast + l2 * users
+        item_grads = torch.cat(
+            (dloss * users + l2 * positives, -dloss * users + l2 * negative_vectors)
+        )
+        lr = self.config.learning_rate
+        self._update(self.user_table, *coalesce(user_rows, user_grads), lr)
+        self._update(self.item_table, *coalesce(torch.cat((item_rows, negatives)), item_grads), lr)
+        return float((loss * weights).sum() / weights.sum())
+
+    def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Top-`n` (scores, item rows) per user, excluding what each already watched."""
+        self.sync_rows()
+        watched = [self.history[row] for row in user_rows.tolist()]
+        exclude_rows = torch.repeat_interleave(
+            torch.arange(len(watched)), torch.tensor([len(seen) for seen in watched])
+        )
+        exclude_items = torch.tensor([item for seen in watched for item in seen], dtype=torch.long)
+        return top_n(
+            self.user_table.weight[user_rows],
+            self.item_table.weight,
+            n,
+            exclude_rows,
+            exclude_items,
+        )
+
+    def similar(self, item_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Top-`n` (cosine, item rows) per item, the item itself excluded."""
+        self.sync_rows()
+        normed = torch.nn.functional.normalize(self.item_table.weight, dim=1)
+        return top_n(normed[item_rows], normed, n, torch.arange(len(item_rows)), item_rows)

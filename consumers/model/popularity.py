@@ -1,0 +1,52 @@
+"""Streaming item popularity: the fallback list and the baseline to beat."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+
+
+class Popularity:
+    """View counts per item row, optionally decayed per event so trends move."""
+
+    def __init__(self, half_life_events: float | None = None) -> None:
+        self._counts = np.zeros(1024)
+        self._scale = 1.0
+        self._growth = 1.0 if half_life_events is None else 2.0 ** (1.0 / half_life_events)
+
+    def add(self, item_rows: np.ndarray, weights: np.ndarray | None = None) -> None:
+        if item_rows.size == 0:
+            return
+        needed = int(item_rows.max()) + 1
+        if needed > self._counts.size:
+            grown = np.zeros(max(needed, int(self._counts.size * 1.5)))
+            grown[: self._counts.size] = self._counts
+            self._counts = grown
+        increments = np.ones(item_rows.size) if weights is None else weights
+        # Decay by growing the weight of new views instead of shrinking all counts.
+        steps = self._scale * self._growth ** np.arange(1, item_rows.size + 1)
+        np.add.at(self._counts, item_rows, increments * steps)
+        self._scale = float(steps[-1])
+        if self._scale > 1e100:
+            self._counts /= self._scale
+            self._scale = 1.0
+
+    def ranking(self) -> np.ndarray:
+        """Item rows, most popular first (ties by row), items never seen left out."""
+        seen = np.flatnonzero(self._counts)
+        order = np.lexsort((seen, -self._counts[seen]))
+        return seen[order]
+
+    def top(self, n: int, ranking: np.ndarray, exclude: Collection[int] = ()) -> list[int]:
+        """The first `n` rows of `ranking` not in `exclude`."""
+        chosen: list[int] = []
+        for row in ranking:
+            if len(chosen) == n:
+                break
+            if int(row) not in exclude:
+                chosen.append(int(row))
+        return chosen
+
+    def scores(self, rows: list[int]) -> list[float]:
+        return [float(self._counts[row] / self._scale) for row in rows]

@@ -1,0 +1,51 @@
+"""Raw ids (strings or integers, as producers sent them) to dense table rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from streamer.events import Id, id_text
+
+
+class IdRegistry:
+    """Grows without a restart; an id's canonical text is its identity.
+
+    `42` and `"42"` are one id (they share a Kafka key and a Redis key); the
+    first form seen is kept so ids leave recstream exactly as they came in.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._ids: list[Id] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, raw: object) -> bool:
+        return isinstance(raw, str | int) and id_text(raw) in self._rows
+
+    def row(self, raw: Id) -> int | None:
+        return self._rows.get(id_text(raw))
+
+    def add(self, raw: Id) -> int:
+        """The row of `raw`, appending a new row for an unseen id."""
+        text = id_text(raw)
+        found = self._rows.get(text)
+        if found is not None:
+            return found
+        row = len(self._ids)
+        self._rows[text] = row
+        self._ids.append(raw)
+        return row
+
+    def add_many(self, raws: Iterable[Id]) -> np.ndarray:
+        return np.fromiter((self.add(raw) for raw in raws), dtype=np.int64)
+
+    def raw(self, row: int) -> Id:
+        return self._ids[row]
+
+    def raws(self, rows: Iterable[int]) -> list[Id]:
+        ids = self._ids
+        return [ids[row] for row in rows]

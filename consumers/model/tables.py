@@ -1,0 +1,73 @@
+"""Embedding tables that grow in amortised chunks, with sparse row updates."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+GROWTH = 1.5
+MIN_CAPACITY = 1024
+
+
+class EmbeddingTable:
+    """A float32 `rows x dim` table plus one Adagrad accumulator per row.
+
+    Row-wise Adagrad (one scalar per row, as in TorchRec) keeps optimizer state
+    at 4 bytes a row instead of doubling the table.
+    """
+
+    def __init__(self, dim: int, init_std: float, generator: torch.Generator) -> None:
+        self.dim = dim
+        self.init_std = init_std
+        self._generator = generator
+        self._weight = torch.zeros(MIN_CAPACITY, dim)
+        self._accumulator = torch.zeros(MIN_CAPACITY)
+        self.rows = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._weight.shape[0]
+
+    @property
+    def weight(self) -> Tensor:
+        """The live rows (a view: writes go to the table)."""
+        return self._weight[: self.rows]
+
+    @property
+    def accumulator(self) -> Tensor:
+        return self._accumulator[: self.rows]
+
+    def grow_to(self, rows: int) -> None:
+        """Make rows `[self.rows, rows)` exist, initialised N(0, init_std)."""
+        if rows <= self.rows:
+            return
+        if rows > self.capacity:
+            capacity = max(rows, int(self.capacity * GROWTH))
+            weight = torch.zeros(capacity, self.dim)
+            weight[: self.rows] = self.weight
+            accumulator = torch.zeros(capacity)
+            accumulator[: self.rows] = self.accumulator
+            self._weight, self._accumulator = weight, accumulator
+        fresh = torch.randn(rows - self.rows, self.dim, generator=self._generator)
+        self._weight[self.rows : rows] = fresh * self.init_std
+        self.rows = rows
+
+
+def coalesce(rows: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum the gradients of repeated rows: (unique rows, summed gradients)."""
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    summed = torch.zeros(unique.shape[0], grads.shape[1], dtype=grads.dtype)
+    summed.index_add_(0, inverse, grads)
+    return unique, summed
+
+
+def adagrad_update(table: EmbeddingTable, rows: Tensor, grads: Tensor, lr: float) -> None:
+    """Row-wise Adagrad on `rows` (unique) only."""
+    accumulator = table.accumulator
+    accumulator[rows] += grads.pow(2).mean(dim=1)
+    step = lr / (accumulator[rows].sqrt() + 1e-8)
+    table.weight[rows] -= step.unsqueeze(1) * grads
+
+
+def sgd_update(table: EmbeddingTable, rows: Tensor, grads: Tensor, lr: float) -> None:
+    table.weight[rows] -= lr * grads

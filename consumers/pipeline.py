@@ -1,0 +1,216 @@
+"""One micro-batch through the learner: score what we served, learn, publish.
+
+Pure of I/O apart from the injected store; the service loop feeds it decoded
+events, the demo and the evaluation feed it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from consumers.model.config import ModelConfig
+from consumers.model.learner import MatrixFactorization
+from consumers.model.popularity import Popularity
+from consumers.quality import OnlineQuality
+from consumers.sinks.base import RecommendationStore, StoreUnavailable
+from consumers.sinks.schema import Publication, RankedList
+from streamer.events import Id, ViewEvent
+
+QUALITY_K = 10
+MAX_RETRY_SECONDS = 30.0
+MAX_PENDING_ARRIVALS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one call did; `freshness` holds publish minus arrival time per published event."""
+
+    events: int
+    loss: float
+    learn_seconds: float
+    publish: PublishResult | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    ok: bool
+    users: int
+    seconds: float
+    freshness: np.ndarray
+
+
+class OnlineRecommender:
+    """The learner with its served lists, quality trackers and publisher."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        store: RecommendationStore,
+        model_name: str = "mf",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.model_name = model_name
+        self.clock = clock
+        self.model = MatrixFactorization(config)
+        self.popularity = Popularity()
+        self.quality = OnlineQuality(k=QUALITY_K)
+        self.popularity_quality = OnlineQuality(k=QUALITY_K)
+        self.served: dict[int, list[int]] = {}
+        self.version = 0
+        self.events = 0
+        self.publish_failures = 0
+        self._dirty_users: set[int] = set()
+        self._dirty_items: set[int] = set()
+        self._dirty_positives: set[int] = set()
+        self._arrivals: list[float] = []
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+
+    @property
+    def pending(self) -> bool:
+        """Whether learned changes are waiting to be published."""
+        return bool(self._dirty_users or self._dirty_items)
+
+    def process(
+        self, events: Sequence[ViewEvent], arrivals: Sequence[float] | None = None
+    ) -> BatchResult:
+        """Score, learn, publish; `arrivals` are the events' log times (default: their ts)."""
+        started = time.perf_counter()
+        self._score_prequential(events)
+        users = self.model.users.add_many(event.user for event in events)
+        items = self.model.items.add_many(event.item for event in events)
+        weights = np.fromiter((event.weight for event in events), dtype=np.float32)
+        self.popularity.add(items, weights.astype(np.float64))
+        item_rows = torch.from_numpy(items)
+        negatives = self.model.sample_negatives(item_rows)
+        loss = self.model.learn(
+            torch.from_numpy(users), item_rows, negatives, torch.from_numpy(weights)
+        )
+        self.events += len(events)
+        learned = time.perf_counter()
+        self._dirty_users.update(users.tolist())
+        self._dirty_positives.update(items.tolist())
+        self._dirty_items.update(items.tolist())
+        if negatives is not None:
+            self._dirty_items.update(negatives.tolist())
+        room = MAX_PENDING_ARRIVALS - len(self._arrivals)
+        times = [event.ts for event in events] if arrivals is None else list(arrivals)
+        self._arrivals.extend(times[: max(room, 0)])
+        return BatchResult(len(events), loss, learned - started, self.flush())
+
+    def flush(self) -> PublishResult | None:
+        """Publish what changed since the last successful publish, unless backing off.
+
+        When the store is down, learning goes on: the changed users and items
+        stay pending and are retried with exponential backoff (capped).
+        """
+        if not self.pending or self.clock() < self._retry_at:
+            return None
+        started = time.perf_counter()
+        users = np.fromiter(sorted(self._dirty_users), dtype=np.int64)
+        served = self._publish(
+            users,
+            np.fromiter(sorted(self._dirty_positives), dtype=np.int64),
+            np.fromiter(sorted(self._dirty_items), dtype=np.int64),
+        )
+        seconds = time.perf_counter() - started
+        if served is None:
+            self.publish_failures += 1
+            self._retry_delay = min(max(2 * self._retry_delay, 0.5), MAX_RETRY_SECONDS)
+            self._retry_at = self.clock() + self._retry_delay
+            return PublishResult(False, 0, seconds, np.empty(0))
+        published_at = self.clock()
+        self.served.update(served)
+        freshness = published_at - np.asarray(self._arrivals)
+        self._dirty_users.clear()
+        self._dirty_items.clear()
+        self._dirty_positives.clear()
+        self._arrivals.clear()
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+        return PublishResult(True, len(users), seconds, freshness)
+
+    def _score_prequential(self, events: Sequence[ViewEvent]) -> None:
+        """Before learning: was each event's item in what we were serving its user?"""
+        ranking = self.popularity.ranking()
+        for event in events:
+            user = self.model.users.row(event.user)
+            served = None if user is None else self.served.get(user)
+            if user is None or served is None:
+                continue
+            item = self.model.items.row(event.item)
+            item_row = -1 if item is None else item
+            self.quality.observe(served, item_row)
+            baseline = self.popularity.top(QUALITY_K, ranking, self.model.history[user])
+            self.popularity_quality.observe(baseline, item_row)
+
+    def _ranked(
+        self, rows: np.ndarray, scores: torch.Tensor, tops: torch.Tensor
+    ) -> dict[int, list[tuple[float, int]]]:
+        """Per row, its (score, item row) pairs with the excluded (-inf) ones dropped."""
+        return {
+            row: [(s, i) for s, i in zip(row_scores, row_items, strict=True) if s > -np.inf]
+            for row, row_scores, row_items in zip(
+                rows.tolist(), scores.tolist(), tops.tolist(), strict=True
+            )
+        }
+
+    def _as_list(self, pairs: list[tuple[float, int]]) -> RankedList:
+        return RankedList(self.model.items.raws(i for _, i in pairs), [s for s, _ in pairs])
+
+    def _publish(
+        self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
+    ) -> dict[int, list[int]] | None:
+        """Write one publication; the new served top-k per user row, or None on failure."""
+        model = self.model
+        n = self.config.top_n
+        user_tops: dict[Id, RankedList] = {}
+        served: dict[int, list[int]] = {}
+        for row, pairs in self._ranked(
+            user_rows, *model.recommend(torch.from_numpy(user_rows), n)
+        ).items():
+            served[row] = [i for _, i in pairs[:QUALITY_K]]
+            user_tops[model.users.raw(row)] = self._as_list(pairs)
+        similar = {
+            model.items.raw(row): self._as_list(pairs)
+            for row, pairs in self._ranked(
+                positive_rows, *model.similar(torch.from_numpy(positive_rows), n)
+            ).items()
+        }
+        user_vectors = model.user_table.weight[torch.from_numpy(user_rows)].numpy()
+        item_vectors = model.item_table.weight[torch.from_numpy(touched_items)].numpy()
+        popular_rows = self.popularity.top(self.config.top_n, self.popularity.ranking())
+        self.version += 1
+        publication = Publication(
+            model=self.model_name,
+            version=self.version,
+            updated_at=round(self.clock(), 3),
+            user_tops=user_tops,
+            user_vectors=dict(zip(model.users.raws(user_rows), user_vectors, strict=True)),
+            item_vectors=dict(zip(model.items.raws(touched_items), item_vectors, strict=True)),
+            item_similar=similar,
+            popular=RankedList(
+                model.items.raws(popular_rows), self.popularity.scores(popular_rows)
+            ),
+            meta={
+                "model": self.model_name,
+                "dim": self.config.dim,
+                "version": self.version,
+                "updated_at": round(self.clock(), 3),
+                "users": len(model.users),
+                "items": len(model.items),
+                "events": self.events,
+            },
+        )
+        try:
+            self.store.publish(publication)
+        except StoreUnavailable:
+            return None
+        return served

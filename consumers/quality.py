@@ -1,0 +1,66 @@
+"""Prequential (test-then-train) ranking quality: was the next item in the served list?"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def hit_and_ndcg(served: Sequence[int], item: int, k: int) -> tuple[float, float]:
+    """HR@k and NDCG@k of one event against the list that was being served."""
+    for rank, candidate in enumerate(served[:k]):
+        if candidate == item:
+            return 1.0, 1.0 / math.log2(rank + 2)
+    return 0.0, 0.0
+
+
+@dataclass
+class OnlineQuality:
+    """Running HR@k and NDCG@k, overall and over the last `window` scored events."""
+
+    k: int = 10
+    window: int = 5000
+    scored: int = 0
+    hits: float = 0.0
+    gains: float = 0.0
+    _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+    _recent_hits: float = 0.0
+    _recent_gains: float = 0.0
+
+    def observe(self, served: Sequence[int], item: int) -> None:
+        hit, gain = hit_and_ndcg(served, item, self.k)
+        self.scored += 1
+        self.hits += hit
+        self.gains += gain
+        self._recent.append((hit, gain))
+        self._recent_hits += hit
+        self._recent_gains += gain
+        if len(self._recent) > self.window:
+            old_hit, old_gain = self._recent.popleft()
+            self._recent_hits -= old_hit
+            self._recent_gains -= old_gain
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.scored if self.scored else 0.0
+
+    @property
+    def ndcg(self) -> float:
+        return self.gains / self.scored if self.scored else 0.0
+
+    @property
+    def recent_hit_rate(self) -> float:
+        return self._recent_hits / len(self._recent) if self._recent else 0.0
+
+    @property
+    def recent_ndcg(self) -> float:
+        return self._recent_gains / len(self._recent) if self._recent else 0.0
+
+    def summary(self) -> dict[str, float]:
+        return {
+            f"hr@{self.k}": round(self.hit_rate, 4),
+            f"ndcg@{self.k}": round(self.ndcg, 4),
+            "scored": self.scored,
+        }

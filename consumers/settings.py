@@ -1,0 +1,64 @@
+"""Process wiring and model knobs, from flags, `RECSTREAM_*` environment variables or defaults.
+
+`*Settings` are validated at start; `ModelConfig` is the frozen model part.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumers.model.config import LossName, ModelConfig, OptimizerName
+from consumers.sinks.schema import DEFAULT_PREFIX
+from streamer.events import VIEWS_TOPIC
+
+
+class LearnerSettings(BaseSettings):
+    """What every process that learns shares: the model and its micro-batches."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
+
+    dim: int = Field(64, ge=1, le=4096)
+    loss: LossName = "bpr"
+    optimizer: OptimizerName = "adagrad"
+    learning_rate: float = Field(0.1, gt=0)
+    l2: float = Field(1e-4, ge=0)
+    top_n: int = Field(20, ge=1, le=1000)
+    seed: int = 0
+    batch_size: int = Field(512, ge=1)
+    max_wait_s: float = Field(0.1, ge=0)
+    prefix: str = DEFAULT_PREFIX
+
+    def model(self) -> ModelConfig:
+        return ModelConfig(
+            dim=self.dim,
+            loss=self.loss,
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            l2=self.l2,
+            top_n=self.top_n,
+            seed=self.seed,
+        )
+
+    @property
+    def model_name(self) -> str:
+        return f"mf-{self.loss}"
+
+
+class ConsumeSettings(LearnerSettings):
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = VIEWS_TOPIC
+    group: str = "recstream-learner"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    redis: str = "redis://127.0.0.1:6379/0"
+    metrics_addr: str = "127.0.0.1"
+    metrics_port: int = Field(9400, ge=0, le=65535)
+
+
+class DemoSettings(LearnerSettings):
+    source: str = "synthetic"
+    events: int | None = Field(None, ge=1)
+    json_path: str | None = None
+    users_shown: int = Field(3, ge=0)

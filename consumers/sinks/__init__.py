@@ -1,0 +1,1 @@
+"""Where recommendations go: the Redis key schema and its stores (Redis, in-memory)."""

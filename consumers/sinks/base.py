@@ -1,0 +1,26 @@
+"""The interface every recommendation store implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from consumers.sinks.schema import Publication
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be written; the caller keeps the work and retries later."""
+
+
+class RecommendationStore(Protocol):
+    """Writes publications; reads back single keys (frontends, tests, the CLI)."""
+
+    def publish(self, publication: Publication) -> None:
+        """Write every key of `publication`; raises `StoreUnavailable` on failure."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def get_hash(self, key: str) -> dict[str, str]: ...
+
+    def delete(self, keys: list[str]) -> None: ...
+
+    def close(self) -> None: ...

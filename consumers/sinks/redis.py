@@ -1,0 +1,49 @@
+"""The Redis store frontends read (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import redis
+
+from consumers.sinks.base import StoreUnavailable
+from consumers.sinks.schema import Keys, Publication, string_writes
+
+
+class RedisStore:
+    """Writes a publication in one pipelined round trip.
+
+    Each key is replaced by a single SET, so a reader never sees half a list.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = Keys().prefix) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = Keys().prefix) -> RedisStore:
+        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+
+    def publish(self, publication: Publication) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in string_writes(publication, self.keys).items():
+            pipe.set(key, value)
+        if publication.meta:
+            pipe.hset(self.keys.meta, mapping=dict(publication.meta))
+        try:
+            pipe.execute()
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def get(self, key: str) -> bytes | None:
+        value = self.client.get(key)
+        return None if value is None else bytes(value)
+
+    def get_hash(self, key: str) -> dict[str, str]:
+        raw = self.client.hgetall(key)
+        return {name.decode(): value.decode() for name, value in raw.items()}
+
+    def delete(self, keys: list[str]) -> None:
+        if keys:
+            self.client.delete(*keys)
+
+    def close(self) -> None:
+        self.client.close()

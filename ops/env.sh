@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prints the path of a ready virtual environment for this checkout, building it
+# when missing. The environment lives outside the clone, keyed by a hash of
+# pyproject.toml, so clean clones (CI) reuse it and a changed pyproject builds
+# a new one. Usage: venv=$(bash ops/env.sh)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+key=$(sha256sum "$root/pyproject.toml" | cut -c1-16)
+base=${RECSTREAM_VENV_ROOT:-$HOME/.cache/recstream/venvs}
+venv="$base/$key"
+if [ ! -f "$venv/.ready" ]; then
+    echo "recstream: building the Python environment in $venv (first run only; torch is large)" >&2
+    rm -rf "$venv"
+    mkdir -p "$base"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip >&2
+    # Extras install from the source tree; the package itself is put on the
+    # path per checkout (below), so one environment serves every clone.
+    "$venv/bin/pip" install -q "$root[dev]" >&2
+    "$venv/bin/pip" uninstall -q -y recstream >&2
+    touch "$venv/.ready"
+fi
+echo "$venv"
