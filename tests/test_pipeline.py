@@ -1,0 +1,91 @@
+"""A micro-batch through the learner: prequential scoring, publishing, store outages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from consumers.model.config import ModelConfig
+from consumers.pipeline import OnlineRecommender
+from consumers.sinks.memory import MemoryStore
+from consumers.sinks.schema import Publication, decode_vector
+from streamer.events import ViewEvent
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that fails while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def publish(self, publication: Publication) -> None:
+        from consumers.sinks.base import StoreUnavailable
+
+        if self.down:
+            raise StoreUnavailable("down for the test")
+        super().publish(publication)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def views(pairs: list[tuple[str, int]], ts: float = 1.0) -> list[ViewEvent]:
+    return [ViewEvent(user, item, ts) for user, item in pairs]
+
+
+def test_publishes_top_lists_without_watched_items_and_vectors() -> None:
+    store = MemoryStore()
+    recommender = OnlineRecommender(ModelConfig(dim=8, top_n=5), store, "mf-bpr")
+    recommender.process(views([("a", 1), ("a", 2), ("b", 3), ("b", 4), ("c", 5), ("c", 6)]))
+    top = json.loads(store.get("rs:user:a:top") or b"null")
+    assert set(top) == {"items", "scores", "model", "version", "updated_at"}
+    assert top["model"] == "mf-bpr" and top["version"] == 1
+    assert len(top["items"]) == 4
+    assert not {1, 2} & set(top["items"])
+    assert top["scores"] == sorted(top["scores"], reverse=True)
+    assert decode_vector(store.get("rs:user:a:vec") or b"").shape == (8,)
+    assert all(store.get(f"rs:item:{item}:vec") for item in range(1, 7))
+    assert store.get("rs:item:1:similar") is not None
+    assert json.loads(store.get("rs:popular") or b"null")["items"]
+    meta = store.get_hash("rs:meta")
+    assert meta["events"] == "6" and meta["users"] == "3" and meta["items"] == "6"
+    assert meta["dim"] == "8" and meta["model"] == "mf-bpr"
+
+
+def test_prequential_scores_only_users_with_a_served_list() -> None:
+    recommender = OnlineRecommender(ModelConfig(dim=4), MemoryStore())
+    recommender.process(views([("a", 1), ("b", 2), ("b", 3)]))
+    assert recommender.quality.scored == 0
+    served = recommender.served[recommender.model.users.row("a") or 0]
+    next_item = recommender.model.items.raw(served[0])
+    recommender.process(views([("a", next_item), ("new", 1)]))
+    assert recommender.quality.scored == 1
+    assert recommender.quality.hit_rate == 1.0
+    assert recommender.quality.ndcg == 1.0
+    assert recommender.popularity_quality.scored == 1
+
+
+def test_store_outage_keeps_learning_and_catches_up_with_backoff() -> None:
+    store, clock = FlakyStore(), Clock()
+    recommender = OnlineRecommender(ModelConfig(dim=4), store, clock=clock)
+    store.down = True
+    first = recommender.process(views([("a", 1), ("b", 2)], ts=999.0))
+    assert first.publish is not None and not first.publish.ok
+    second = recommender.process(views([("c", 3)], ts=999.5))
+    assert second.publish is None  # backing off: no attempt yet
+    assert recommender.events == 3 and recommender.pending
+    store.down = False
+    clock.now += 60
+    result = recommender.flush()
+    assert result is not None and result.ok and result.users == 3
+    assert np.allclose(sorted(result.freshness), [60.5, 61.0, 61.0])
+    assert not recommender.pending
+    assert all(store.get(f"rs:user:{u}:top") for u in "abc")
+    assert store.get_hash("rs:meta")["events"] == "3"

@@ -1,0 +1,91 @@
+"""One suite for every recommendation store: in-memory and real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from consumers.sinks.base import RecommendationStore, StoreUnavailable
+from consumers.sinks.memory import MemoryStore
+from consumers.sinks.redis import RedisStore
+from consumers.sinks.schema import Keys, Publication, RankedList, decode_vector
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> RecommendationStore:
+    if request.param == "memory":
+        return MemoryStore("t:")
+    target = request.getfixturevalue("redis_db")
+    return RedisStore(target.client, "t:")
+
+
+def publication(version: int = 1) -> Publication:
+    return Publication(
+        model="mf-bpr",
+        version=version,
+        updated_at=1700000000.25,
+        user_tops={"u1": RankedList(["i1", 7], [2.5, 1.0]), 42: RankedList([], [])},
+        user_vectors={"u1": np.array([1.0, -2.0, 0.5], dtype=np.float32)},
+        item_vectors={7: np.array([0.25, 0.0, 3.0], dtype=np.float32)},
+        item_similar={7: RankedList(["i1"], [0.9])},
+        popular=RankedList([7, "i1"], [10.0, 4.0]),
+        meta={"model": "mf-bpr", "dim": 3, "version": version, "events": 12},
+    )
+
+
+def test_publication_writes_the_documented_keys(store: RecommendationStore) -> None:
+    store.publish(publication())
+    top = json.loads(store.get("t:user:u1:top") or b"null")
+    assert top == {
+        "items": ["i1", 7],
+        "scores": [2.5, 1.0],
+        "model": "mf-bpr",
+        "version": 1,
+        "updated_at": 1700000000.25,
+    }
+    assert json.loads(store.get("t:user:42:top") or b"null")["items"] == []
+    vector = store.get("t:user:u1:vec")
+    assert vector is not None
+    assert decode_vector(vector).tolist() == [1.0, -2.0, 0.5]
+    assert np.frombuffer(store.get("t:item:7:vec") or b"", dtype="<f4").tolist() == [0.25, 0.0, 3.0]
+    assert json.loads(store.get("t:item:7:similar") or b"null")["items"] == ["i1"]
+    assert json.loads(store.get("t:popular") or b"null")["items"] == [7, "i1"]
+    assert store.get_hash("t:meta") == {
+        "model": "mf-bpr",
+        "dim": "3",
+        "version": "1",
+        "events": "12",
+    }
+
+
+def test_a_new_publication_replaces_lists_and_updates_meta(store: RecommendationStore) -> None:
+    store.publish(publication(1))
+    store.publish(
+        Publication("mf-bpr", 2, 1.0, user_tops={"u1": RankedList([9], [0.1])}, meta={"version": 2})
+    )
+    assert json.loads(store.get("t:user:u1:top") or b"null")["items"] == [9]
+    assert store.get_hash("t:meta")["version"] == "2"
+    assert store.get_hash("t:meta")["events"] == "12"
+
+
+def test_delete_removes_keys(store: RecommendationStore) -> None:
+    store.publish(publication())
+    keys = Keys("t:")
+    store.delete([keys.user_top("u1"), keys.user_vector("u1"), keys.meta])
+    assert store.get("t:user:u1:top") is None
+    assert store.get("t:user:u1:vec") is None
+    assert store.get_hash("t:meta") == {}
+    assert store.get("t:popular") is not None
+
+
+def test_unreachable_redis_raises_store_unavailable() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(StoreUnavailable):
+        store.publish(publication())
