@@ -6,7 +6,7 @@ user or item id.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -15,6 +15,8 @@ FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.
 class LearnerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # recstream_process_resident_memory_bytes, cpu seconds, open fds, ...
+        ProcessCollector(namespace="recstream", registry=registry)
         self.events = Counter(
             "recstream_events",
             "Records consumed, by outcome (learned, invalid).",
@@ -57,13 +59,13 @@ class LearnerMetrics:
         self.online_hit_rate = Gauge(
             "recstream_online_hit_rate",
             "Prequential HR@k: the next item was in the list we were serving.",
-            ["k", "window"],
+            ["ranker", "k", "window"],
             registry=registry,
         )
         self.online_ndcg = Gauge(
             "recstream_online_ndcg",
             "Prequential NDCG@k of the list we were serving.",
-            ["k", "window"],
+            ["ranker", "k", "window"],
             registry=registry,
         )
         self.embedding_rows = Gauge(

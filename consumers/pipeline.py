@@ -6,15 +6,18 @@ events, the demo and the evaluation feed it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
+from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.popularity import Popularity
 from consumers.quality import OnlineQuality
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
@@ -70,13 +73,14 @@ class OnlineRecommender:
         self._dirty_items: set[int] = set()
         self._dirty_positives: set[int] = set()
         self._arrivals: list[float] = []
+        self._doomed_keys: set[str] = set()
         self._retry_delay = 0.0
         self._retry_at = 0.0
 
     @property
     def pending(self) -> bool:
         """Whether learned changes are waiting to be published."""
-        return bool(self._dirty_users or self._dirty_items)
+        return bool(self._dirty_users or self._dirty_items or self._doomed_keys)
 
     def process(
         self, events: Sequence[ViewEvent], arrivals: Sequence[float] | None = None
@@ -115,10 +119,14 @@ class OnlineRecommender:
             return None
         started = time.perf_counter()
         users = np.fromiter(sorted(self._dirty_users), dtype=np.int64)
-        served = self._publish(
-            users,
-            np.fromiter(sorted(self._dirty_positives), dtype=np.int64),
-            np.fromiter(sorted(self._dirty_items), dtype=np.int64),
+        served = (
+            self._publish(
+                users,
+                np.fromiter(sorted(self._dirty_positives), dtype=np.int64),
+                np.fromiter(sorted(self._dirty_items), dtype=np.int64),
+            )
+            if self._delete_doomed()
+            else None
         )
         seconds = time.perf_counter() - started
         if served is None:
@@ -137,6 +145,61 @@ class OnlineRecommender:
         self._retry_at = 0.0
         return PublishResult(True, len(users), seconds, freshness)
 
+    def forget_user(self, raw: Id) -> None:
+        """Drop everything about a user; their store keys go at the next flush."""
+        row = self.model.forget_user(raw)
+        if row is not None:
+            self.served.pop(row, None)
+            self._dirty_users.discard(row)
+        keys = self.store.keys
+        self._doomed_keys.update((keys.user_top(raw), keys.user_vector(raw)))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and JSON manifest that restore this recommender exactly."""
+        served_rows = sorted(self.served)
+        served_offsets, served_items = pack_lists([self.served[row] for row in served_rows])
+        model_recent, model_totals = self.quality.state()
+        popular_recent, popular_totals = self.popularity_quality.state()
+        tensors = {
+            **self.model.state(),
+            **self.popularity.state(),
+            "served_rows": torch.tensor(served_rows, dtype=torch.long),
+            "served_offsets": served_offsets,
+            "served_items": served_items,
+            "dirty_users": torch.tensor(sorted(self._dirty_users), dtype=torch.long),
+            "dirty_items": torch.tensor(sorted(self._dirty_items), dtype=torch.long),
+            "dirty_positives": torch.tensor(sorted(self._dirty_positives), dtype=torch.long),
+            "quality_recent": model_recent,
+            "popularity_quality_recent": popular_recent,
+        }
+        manifest = {
+            "model": self.model_name,
+            "config": dataclasses.asdict(self.config),
+            "version": self.version,
+            "events": self.events,
+            "doomed_keys": sorted(self._doomed_keys),
+            "quality": model_totals,
+            "popularity_quality": popular_totals,
+        }
+        return tensors, manifest
+
+    def load_state(self, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+        if manifest["config"] != dataclasses.asdict(self.config):
+            raise ValueError(f"checkpoint was written with {manifest['config']}, not {self.config}")
+        self.model.load_state(tensors)
+        self.popularity.load_state(tensors)
+        served = unpack_lists(tensors["served_offsets"], tensors["served_items"])
+        self.served = dict(zip(tensors["served_rows"].tolist(), served, strict=True))
+        self._dirty_users = set(tensors["dirty_users"].tolist())
+        self._dirty_items = set(tensors["dirty_items"].tolist())
+        self._dirty_positives = set(tensors["dirty_positives"].tolist())
+        self.quality.load_state(tensors["quality_recent"], manifest["quality"])
+        self.popularity_quality.load_state(
+            tensors["popularity_quality_recent"], manifest["popularity_quality"]
+        )
+        self._doomed_keys = set(manifest["doomed_keys"])
+        self.version, self.events = manifest["version"], manifest["events"]
+
     def _score_prequential(self, events: Sequence[ViewEvent]) -> None:
         """Before learning: was each event's item in what we were serving its user?"""
         ranking = self.popularity.ranking()
@@ -150,6 +213,14 @@ class OnlineRecommender:
             self.quality.observe(served, item_row)
             baseline = self.popularity.top(QUALITY_K, ranking, self.model.history[user])
             self.popularity_quality.observe(baseline, item_row)
+
+    def _delete_doomed(self) -> bool:
+        try:
+            self.store.delete(sorted(self._doomed_keys))
+        except StoreUnavailable:
+            return False
+        self._doomed_keys.clear()
+        return True
 
     def _ranked(
         self, rows: np.ndarray, scores: torch.Tensor, tops: torch.Tensor

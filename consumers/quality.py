@@ -6,6 +6,10 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
 
 
 def hit_and_ndcg(served: Sequence[int], item: int, k: int) -> tuple[float, float]:
@@ -64,3 +68,14 @@ class OnlineQuality:
             f"ndcg@{self.k}": round(self.ndcg, 4),
             "scored": self.scored,
         }
+
+    def state(self) -> tuple[Tensor, dict[str, Any]]:
+        """The recent window as a tensor, the running totals as JSON."""
+        recent = torch.tensor(list(self._recent), dtype=torch.float64).reshape(-1, 2)
+        return recent, {"scored": self.scored, "hits": self.hits, "gains": self.gains}
+
+    def load_state(self, recent: Tensor, totals: dict[str, Any]) -> None:
+        self.scored, self.hits, self.gains = totals["scored"], totals["hits"], totals["gains"]
+        self._recent = deque((hit, gain) for hit, gain in recent.tolist())
+        self._recent_hits = sum(hit for hit, _ in self._recent)
+        self._recent_gains = sum(gain for _, gain in self._recent)

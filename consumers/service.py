@@ -81,12 +81,15 @@ class LearnerService:
 
     def _observe_state(self) -> None:
         metrics, recommender = self.metrics, self.recommender
-        quality = recommender.quality
-        k = str(quality.k)
-        metrics.online_hit_rate.labels(k, "all").set(quality.hit_rate)
-        metrics.online_hit_rate.labels(k, "recent").set(quality.recent_hit_rate)
-        metrics.online_ndcg.labels(k, "all").set(quality.ndcg)
-        metrics.online_ndcg.labels(k, "recent").set(quality.recent_ndcg)
+        for ranker, quality in (
+            ("model", recommender.quality),
+            ("popularity", recommender.popularity_quality),
+        ):
+            k = str(quality.k)
+            metrics.online_hit_rate.labels(ranker, k, "all").set(quality.hit_rate)
+            metrics.online_hit_rate.labels(ranker, k, "recent").set(quality.recent_hit_rate)
+            metrics.online_ndcg.labels(ranker, k, "all").set(quality.ndcg)
+            metrics.online_ndcg.labels(ranker, k, "recent").set(quality.recent_ndcg)
         model = recommender.model
         for name, table in (("user", model.user_table), ("item", model.item_table)):
             metrics.embedding_rows.labels(name).set(table.rows)

@@ -10,10 +10,17 @@ from torch import Tensor
 
 from consumers.model.config import ModelConfig
 from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
+from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.registry import IdRegistry
 from consumers.model.sampling import uniform_negatives
 from consumers.model.tables import EmbeddingTable, adagrad_update, coalesce, sgd_update
 from consumers.model.topn import top_n
+from streamer.events import Id
+
+
+def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+
 
 RowUpdate = Callable[[EmbeddingTable, Tensor, Tensor, float], None]
 UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_update, "sgd": sgd_update}
@@ -49,6 +56,43 @@ class MatrixFactorization:
         self.user_table.grow_to(len(self.users))
         self.item_table.grow_to(len(self.items))
         self.history.extend(set() for _ in range(len(self.users) - len(self.history)))
+
+    def forget_user(self, raw: Id) -> int | None:
+        """Drop a user's embedding, optimizer state and history; their row becomes a hole."""
+        row = self.users.forget(raw)
+        if row is not None and row < self.user_table.rows:
+            self.user_table.weight[row] = 0.0
+            self.user_table.accumulator[row] = 0.0
+            self.history[row] = set()
+        return row
+
+    def state(self) -> dict[str, Tensor]:
+        """Every tensor needed to resume exactly, the sampler's random state included."""
+        self.sync_rows()
+        history_offsets, history_items = pack_lists(self.history)
+        tensors = {
+            "user_weight": self.user_table.weight,
+            "user_accumulator": self.user_table.accumulator,
+            "item_weight": self.item_table.weight,
+            "item_accumulator": self.item_table.accumulator,
+            "history_offsets": history_offsets,
+            "history_items": history_items,
+            "generator": self.generator.get_state(),
+        }
+        tensors.update({f"user_ids.{k}": v for k, v in self.users.state().items()})
+        tensors.update({f"item_ids.{k}": v for k, v in self.items.state().items()})
+        return tensors
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        self.users = IdRegistry.from_state(_section(tensors, "user_ids."))
+        self.items = IdRegistry.from_state(_section(tensors, "item_ids."))
+        self.user_table.load(tensors["user_weight"], tensors["user_accumulator"])
+        self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
+        self.history = [
+            set(items)
+            for items in unpack_lists(tensors["history_offsets"], tensors["history_items"])
+        ]
+        self.generator.set_state(tensors["generator"])
 
     def sample_negatives(self, item_rows: Tensor) -> Tensor | None:
         """A random other item per positive; None while fewer than two items exist."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
+import torch
+from torch import Tensor
 
 
 class Popularity:
@@ -31,6 +33,16 @@ class Popularity:
         if self._scale > 1e100:
             self._counts /= self._scale
             self._scale = 1.0
+
+    def state(self) -> dict[str, Tensor]:
+        return {
+            "popularity_counts": torch.from_numpy(self._counts.copy()),
+            "popularity_scale": torch.tensor([self._scale, self._growth], dtype=torch.float64),
+        }
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        self._counts = tensors["popularity_counts"].numpy().copy()
+        self._scale, self._growth = tensors["popularity_scale"].tolist()
 
     def ranking(self) -> np.ndarray:
         """Item rows, most popular first (ties by row), items never seen left out."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
+from torch import Tensor
 
+from consumers.model.packing import pack_ids, unpack_ids
 from streamer.events import Id, id_text
 
 
@@ -18,9 +21,10 @@ class IdRegistry:
 
     def __init__(self) -> None:
         self._rows: dict[str, int] = {}
-        self._ids: list[Id] = []
+        self._ids: list[Id | None] = []
 
     def __len__(self) -> int:
+        """Rows handed out, forgotten ones included."""
         return len(self._ids)
 
     def __contains__(self, raw: object) -> bool:
@@ -44,8 +48,28 @@ class IdRegistry:
         return np.fromiter((self.add(raw) for raw in raws), dtype=np.int64)
 
     def raw(self, row: int) -> Id:
-        return self._ids[row]
+        """The id of a live row (never a forgotten one: nothing maps to those)."""
+        return cast(Id, self._ids[row])
 
     def raws(self, rows: Iterable[int]) -> list[Id]:
         ids = self._ids
-        return [ids[row] for row in rows]
+        return [cast(Id, ids[row]) for row in rows]
+
+    def forget(self, raw: Id) -> int | None:
+        """Unmap `raw`; its row stays allocated but nothing reaches it again."""
+        row = self._rows.pop(id_text(raw), None)
+        if row is not None:
+            self._ids[row] = None
+        return row
+
+    def state(self) -> dict[str, Tensor]:
+        return pack_ids(self._ids)
+
+    @classmethod
+    def from_state(cls, packed: dict[str, Tensor]) -> IdRegistry:
+        registry = cls()
+        registry._ids = unpack_ids(packed)
+        registry._rows = {
+            id_text(raw): row for row, raw in enumerate(registry._ids) if raw is not None
+        }
+        return registry

@@ -37,6 +37,16 @@ class EmbeddingTable:
     def accumulator(self) -> Tensor:
         return self._accumulator[: self.rows]
 
+    def load(self, weight: Tensor, accumulator: Tensor) -> None:
+        """Replace the live rows (restoring a checkpoint)."""
+        rows = weight.shape[0]
+        capacity = max(rows, MIN_CAPACITY)
+        self._weight = torch.zeros(capacity, self.dim)
+        self._weight[:rows] = weight
+        self._accumulator = torch.zeros(capacity)
+        self._accumulator[:rows] = accumulator
+        self.rows = rows
+
     def grow_to(self, rows: int) -> None:
         """Make rows `[self.rows, rows)` exist, initialised N(0, init_std)."""
         if rows <= self.rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from consumers.sinks.schema import Publication
+from consumers.sinks.schema import Keys, Publication
 
 
 class StoreUnavailable(RuntimeError):
@@ -14,6 +14,8 @@ class StoreUnavailable(RuntimeError):
 class RecommendationStore(Protocol):
     """Writes publications; reads back single keys (frontends, tests, the CLI)."""
 
+    keys: Keys
+
     def publish(self, publication: Publication) -> None:
         """Write every key of `publication`; raises `StoreUnavailable` on failure."""
 
@@ -21,6 +23,7 @@ class RecommendationStore(Protocol):
 
     def get_hash(self, key: str) -> dict[str, str]: ...
 
-    def delete(self, keys: list[str]) -> None: ...
+    def delete(self, keys: list[str]) -> None:
+        """Remove keys; raises `StoreUnavailable` on failure."""
 
     def close(self) -> None: ...

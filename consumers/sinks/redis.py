@@ -42,8 +42,12 @@ class RedisStore:
         return {name.decode(): value.decode() for name, value in raw.items()}
 
     def delete(self, keys: list[str]) -> None:
-        if keys:
+        if not keys:
+            return
+        try:
             self.client.delete(*keys)
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
 
     def close(self) -> None:
         self.client.close()
