@@ -139,3 +139,37 @@ def test_learning_separates_two_planted_groups(loss: str, optimizer: str) -> Non
         [scores[u, (1 - u % 2) * 20 : (1 - u % 2) * 20 + 20].mean() for u in range(20)]
     )
     assert torch.all(own > other)
+
+
+def test_a_non_finite_batch_is_skipped_and_tables_stay_finite() -> None:
+    model = MatrixFactorization(ModelConfig(dim=4, optimizer="sgd"))
+    users = torch.from_numpy(model.users.add_many(["a", "b"]))
+    items = torch.from_numpy(model.items.add_many([1, 2]))
+    model.sync_rows()
+    before = model.item_table.weight.clone()
+    loss = model.learn(users, items, torch.tensor([1, 0]), torch.tensor([1.0, float("inf")]))
+    assert loss != loss  # NaN
+    assert model.skipped_batches == 1
+    torch.testing.assert_close(model.item_table.weight, before)
+    assert torch.isfinite(model.user_table.weight).all()
+
+
+def test_state_round_trip_resumes_identically() -> None:
+    config = ModelConfig(dim=4, seed=5)
+    first, second = MatrixFactorization(config), MatrixFactorization(config)
+    for model in (first, second):
+        items = torch.from_numpy(model.items.add_many([1, 2, 3, "x"]))
+        users = torch.from_numpy(model.users.add_many(["a", 7, "a", "b"]))
+        model.learn(users, items, model.sample_negatives(items), torch.ones(4))
+    second.forget_user(7)
+    restored = MatrixFactorization(config)
+    restored.load_state(second.state())
+    for model in (second, restored):
+        items = torch.from_numpy(model.items.add_many([3, "y"]))
+        users = torch.from_numpy(model.users.add_many(["b", "c"]))
+        model.learn(users, items, model.sample_negatives(items), torch.ones(2))
+    torch.testing.assert_close(restored.user_table.weight, second.user_table.weight)
+    torch.testing.assert_close(restored.item_table.weight, second.item_table.weight)
+    assert restored.users.row(7) is None and restored.users.row("c") == 3
+    assert restored.history == second.history
+    assert restored.items.raws(range(5)) == [1, 2, 3, "x", "y"]

@@ -13,7 +13,7 @@ from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
 from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.registry import IdRegistry
 from consumers.model.sampling import uniform_negatives
-from consumers.model.tables import EmbeddingTable, adagrad_update, coalesce, sgd_update
+from consumers.model.tables import EmbeddingTable, adagrad_rows, coalesce, sgd_rows
 from consumers.model.topn import top_n
 from streamer.events import Id
 
@@ -22,8 +22,8 @@ def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
-RowUpdate = Callable[[EmbeddingTable, Tensor, Tensor, float], None]
-UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_update, "sgd": sgd_update}
+RowUpdate = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_rows, "sgd": sgd_rows}
 
 
 def pairwise_loss(config: ModelConfig) -> PairwiseLoss:
@@ -50,6 +50,7 @@ class MatrixFactorization:
         self.history: list[set[int]] = []
         self._loss = pairwise_loss(config)
         self._update = UPDATES[config.optimizer]
+        self.skipped_batches = 0
 
     def sync_rows(self) -> None:
         """Give every registered id a table row (and every user a history)."""
@@ -121,10 +122,28 @@ class MatrixFactorization:
         item_grads = torch.cat(
             (dloss * users + l2 * positives, -dloss * users + l2 * negative_vectors)
         )
+        updates = [
+            (self.user_table, *coalesce(user_rows, user_grads)),
+            (self.item_table, *coalesce(torch.cat((item_rows, negatives)), item_grads)),
+        ]
         lr = self.config.learning_rate
-        self._update(self.user_table, *coalesce(user_rows, user_grads), lr)
-        self._update(self.item_table, *coalesce(torch.cat((item_rows, negatives)), item_grads), lr)
-        return float((loss * weights).sum() / weights.sum())
+        new_rows = [
+            (table, rows, *self._update(table.weight[rows], table.accumulator[rows], grads, lr))
+            for table, rows, grads in updates
+        ]
+        mean_loss = (loss * weights).sum() / weights.sum()
+        finite = bool(torch.isfinite(mean_loss)) and all(
+            bool(torch.isfinite(weight).all() and torch.isfinite(accumulator).all())
+            for _, _, weight, accumulator in new_rows
+        )
+        if not finite:
+            # A poisoned batch (overflowing weights, diverging rows) is dropped whole.
+            self.skipped_batches += 1
+            return float("nan")
+        for table, rows, weight, accumulator in new_rows:
+            table.weight[rows] = weight
+            table.accumulator[rows] = accumulator
+        return float(mean_loss)
 
     def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""

@@ -71,13 +71,17 @@ def coalesce(rows: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
     return unique, summed
 
 
-def adagrad_update(table: EmbeddingTable, rows: Tensor, grads: Tensor, lr: float) -> None:
-    """Row-wise Adagrad on `rows` (unique) only."""
-    accumulator = table.accumulator
-    accumulator[rows] += grads.pow(2).mean(dim=1)
-    step = lr / (accumulator[rows].sqrt() + 1e-8)
-    table.weight[rows] -= step.unsqueeze(1) * grads
+def adagrad_rows(
+    weight: Tensor, accumulator: Tensor, grads: Tensor, lr: float
+) -> tuple[Tensor, Tensor]:
+    """Row-wise Adagrad: the rows' new weights and accumulators (inputs untouched)."""
+    accumulated = accumulator + grads.pow(2).mean(dim=1)
+    step = lr / (accumulated.sqrt() + 1e-8)
+    return weight - step.unsqueeze(1) * grads, accumulated
 
 
-def sgd_update(table: EmbeddingTable, rows: Tensor, grads: Tensor, lr: float) -> None:
-    table.weight[rows] -= lr * grads
+def sgd_rows(
+    weight: Tensor, accumulator: Tensor, grads: Tensor, lr: float
+) -> tuple[Tensor, Tensor]:
+    """Plain SGD: new weights; the accumulator is left as it was."""
+    return weight - lr * grads, accumulator
