@@ -88,6 +88,12 @@ class LearnerMetrics:
             "When the newest durable checkpoint was written.",
             registry=registry,
         )
+        self.skipped_batches = Counter(
+            "recstream_skipped_batches",
+            "Micro-batches dropped whole, by reason (non_finite: loss or rows not finite).",
+            ["reason"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "recstream_redis_errors", "Failed writes to the store.", registry=registry
         )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
-from consumers.service import LearnerService
+from consumers.service import CheckpointPolicy, LearnerService
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
 
@@ -28,16 +29,29 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
     registry = CollectorRegistry()
     metrics = LearnerMetrics(registry)
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
+    topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     source = KafkaEventSource(
-        settings.bootstrap, settings.topic, settings.group, settings.auto_offset_reset
+        settings.bootstrap, topics, settings.group, settings.auto_offset_reset
     )
     store = RedisStore.from_url(settings.redis, settings.prefix)
+    checkpoints = (
+        None
+        if settings.checkpoint_dir is None
+        else CheckpointPolicy(
+            Path(settings.checkpoint_dir),
+            settings.checkpoint_every_events,
+            settings.checkpoint_every_seconds,
+            settings.checkpoint_keep,
+        )
+    )
     service = LearnerService(
         source,
         OnlineRecommender(settings.model(), store, settings.model_name),
         metrics,
         batch_size=settings.batch_size,
         max_wait_s=settings.max_wait_s,
+        checkpoints=checkpoints,
+        users_topic=settings.users_topic,
     )
     log.info(
         "consuming %s as group %s; metrics on %s:%d",

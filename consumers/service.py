@@ -1,33 +1,177 @@
-"""The learner's service loop: poll, decode, dead-letter, learn, publish, commit."""
+"""The learner's service loop: poll, decode, dead-letter, learn, publish, checkpoint, commit.
+
+Durability has one order, written once here (`checkpoint`): flush the outputs
+(dead letters, then the store), write the checkpoint, then commit its offsets.
+Without a checkpoint directory, offsets are committed after every batch
+(at-least-once); with one, a restart restores the newest valid checkpoint and
+seeks to its offsets, so every event affects the model exactly once.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from consumers.ingest.base import EventSource, Record, next_offsets
+from consumers.checkpoint import latest_checkpoint, write_checkpoint
+from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender, PublishResult
 from streamer.events import InvalidRecord, ViewEvent, decode_view
 
 LOSS_SMOOTHING = 0.05
+MAX_POLL_WAIT_S = 0.5
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPolicy:
+    """Where and how often to checkpoint; `None` disables that trigger."""
+
+    directory: Path
+    every_events: int | None = 100_000
+    every_seconds: float | None = 60.0
+    keep: int = 3
 
 
 @dataclass
 class LearnerService:
-    """Drives an `OnlineRecommender` from an `EventSource` in micro-batches."""
+    """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
+
+    A batch is `batch_size` records, or fewer once `max_wait_s` has passed since
+    its first record arrived: with a huge `max_wait_s`, batches are count-based
+    and so identical across restarts.
+    """
 
     source: EventSource
     recommender: OnlineRecommender
     metrics: LearnerMetrics
     batch_size: int = 512
     max_wait_s: float = 0.1
+    checkpoints: CheckpointPolicy | None = None
+    users_topic: str | None = None
+    clock: Callable[[], float] = time.monotonic
     smoothed_loss: float | None = field(default=None, init=False)
+    positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    applied: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    _buffer: list[Record] = field(default_factory=list, init=False)
+    _buffer_since: float = field(default=0.0, init=False)
+    _records_since_checkpoint: int = field(default=0, init=False)
+    _checkpointed_at: float = field(default=0.0, init=False)
+    _skipped_seen: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._checkpointed_at = self.clock()
+        self.source.on_revoke(self._on_revoke)
+
+    def restore(self) -> bool:
+        """Load the newest valid checkpoint and seek to its offsets; False if none."""
+        if self.checkpoints is None:
+            return False
+        checkpoint = latest_checkpoint(self.checkpoints.directory)
+        if checkpoint is None:
+            return False
+        self.recommender.load_state(checkpoint.tensors, checkpoint.manifest)
+        self.positions = _partition_map(checkpoint.manifest["positions"])
+        self.applied = _partition_map(checkpoint.manifest["applied"])
+        self.source.seek(self.positions)
+        log.info("restored %s at %s", checkpoint.path.name, sorted(self.positions.items()))
+        return True
 
     def step(self) -> int:
-        """Handle one micro-batch; returns the number of records consumed."""
-        records = self.source.poll(self.batch_size, self.max_wait_s)
-        events, arrivals = self._decode(records)
+        """Poll once, learn a batch when it is full or old enough; returns records polled."""
+        waited = self.clock() - self._buffer_since if self._buffer else 0.0
+        timeout = min(max(self.max_wait_s - waited, 0.0), MAX_POLL_WAIT_S)
+        records = self.source.poll(self.batch_size - len(self._buffer), timeout)
+        if records and not self._buffer:
+            self._buffer_since = self.clock()
+        self._buffer.extend(records)
+        full = len(self._buffer) >= self.batch_size
+        if self._buffer and (full or self.clock() - self._buffer_since >= self.max_wait_s):
+            self._apply_buffer()
+        elif not records and self.recommender.pending:
+            self._observe_publish(self.recommender.flush())
+        if self._checkpoint_due():
+            self.checkpoint()
+        self._observe_state()
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; then learn what is buffered, publish, checkpoint, commit."""
+        if self.checkpoints is not None:
+            self.restore()
+        while not stop.is_set():
+            self.step()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._apply_buffer()
+        self._observe_publish(self.recommender.flush())
+        if self.checkpoints is None:
+            self._commit()
+        else:
+            self.checkpoint()
+
+    def checkpoint(self) -> bool:
+        """Flush outputs, write a checkpoint, commit its offsets; False if it must wait."""
+        if self.checkpoints is None:
+            return False
+        started = time.perf_counter()
+        try:
+            self.source.flush_dead_letters()
+        except SourceUnavailable as error:
+            log.warning("checkpoint postponed: %s", error)
+            return False
+        self._observe_publish(self.recommender.flush())
+        tensors, manifest = self.recommender.state()
+        manifest["positions"] = _partition_list(self.positions)
+        manifest["applied"] = _partition_list(self.applied)
+        write_checkpoint(self.checkpoints.directory, tensors, manifest, self.checkpoints.keep)
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_checkpoint_timestamp.set(time.time())
+        self._records_since_checkpoint = 0
+        self._checkpointed_at = self.clock()
+        self._commit()
+        return True
+
+    def _checkpoint_due(self) -> bool:
+        policy = self.checkpoints
+        if policy is None or self._records_since_checkpoint == 0:
+            return False
+        by_count = policy.every_events is not None and (
+            self._records_since_checkpoint >= policy.every_events
+        )
+        by_time = policy.every_seconds is not None and (
+            self.clock() - self._checkpointed_at >= policy.every_seconds
+        )
+        return by_count or by_time
+
+    def _commit(self) -> None:
+        try:
+            self.source.commit(self.positions)
+        except SourceUnavailable as error:
+            log.warning("commit postponed: %s", error)
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Before a rebalance takes partitions away: learn what we hold, persist, commit."""
+        self._apply_buffer()
+        if self.checkpoints is None:
+            self._commit()
+        else:
+            self.checkpoint()
+        for partition in partitions:
+            self.positions.pop(partition, None)
+
+    def _apply_buffer(self) -> None:
+        records, self._buffer = self._buffer, []
+        if not records:
+            return
+        views = [r for r in records if r.topic != self.users_topic]
+        events, arrivals = self._decode(views)
         if events:
             result = self.recommender.process(events, arrivals)
             self.metrics.events.labels("learned").inc(len(events))
@@ -35,18 +179,38 @@ class LearnerService:
             if result.loss == result.loss:  # not NaN
                 self._observe_loss(result.loss)
             self._observe_publish(result.publish)
-        elif self.recommender.pending:
-            self._observe_publish(self.recommender.flush())
-        if records:
-            self.source.commit(next_offsets(records))
-        self._observe_state()
-        return len(records)
+        for record in records:
+            if record.topic == self.users_topic:
+                self._apply_user_record(record)
+        skipped = self.recommender.model.skipped_batches
+        if skipped > self._skipped_seen:
+            self.metrics.skipped_batches.labels("non_finite").inc(skipped - self._skipped_seen)
+            self._skipped_seen = skipped
+        for record in records:
+            key = (record.topic, record.partition)
+            self.positions[key] = record.offset + 1
+            self.applied[key] = self.applied.get(key, 0) + 1
+        self._records_since_checkpoint += len(records)
+        if self.checkpoints is None:
+            self._commit()
 
-    def run(self, stop: threading.Event) -> None:
-        """Loop until `stop` is set, then publish what is pending and commit."""
-        while not stop.is_set():
-            self.step()
-        self._observe_publish(self.recommender.flush())
+    def _apply_user_record(self, record: Record) -> None:
+        """A tombstone (no value) on the users topic forgets the user keyed by it."""
+        if record.value is not None:
+            self.metrics.events.labels("user_features").inc()
+            return
+        if record.key is None:
+            self.source.dead_letter(record, "missing_key", "tombstone without a user key")
+            self.metrics.dead_letters.labels("missing_key").inc()
+            return
+        try:
+            user = record.key.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self.source.dead_letter(record, "not_utf8", str(error))
+            self.metrics.dead_letters.labels("not_utf8").inc()
+            return
+        self.recommender.forget_user(user)
+        self.metrics.events.labels("forgotten").inc()
 
     def _decode(self, records: list[Record]) -> tuple[list[ViewEvent], list[float]]:
         events: list[ViewEvent] = []
@@ -96,3 +260,11 @@ class LearnerService:
             metrics.embedding_capacity.labels(name).set(table.capacity)
         for (topic, partition), lag in self.source.lag().items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+
+
+def _partition_list(offsets: dict[TopicPartition, int]) -> list[list[str | int]]:
+    return [[topic, partition, offset] for (topic, partition), offset in sorted(offsets.items())]
+
+
+def _partition_map(rows: list[list[str | int]]) -> dict[TopicPartition, int]:
+    return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.model.config import LossName, ModelConfig, OptimizerName
 from consumers.sinks.schema import DEFAULT_PREFIX
-from streamer.events import VIEWS_TOPIC
+from streamer.events import USERS_TOPIC, VIEWS_TOPIC
 
 
 class LearnerSettings(BaseSettings):
@@ -50,6 +50,11 @@ class LearnerSettings(BaseSettings):
 class ConsumeSettings(LearnerSettings):
     bootstrap: str = "127.0.0.1:9092"
     topic: str = VIEWS_TOPIC
+    users_topic: str | None = USERS_TOPIC
+    checkpoint_dir: str | None = None
+    checkpoint_every_events: int | None = Field(100_000, ge=1)
+    checkpoint_every_seconds: float | None = Field(60.0, gt=0)
+    checkpoint_keep: int = Field(3, ge=1)
     group: str = "recstream-learner"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     redis: str = "redis://127.0.0.1:6379/0"

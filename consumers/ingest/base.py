@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,16 +21,35 @@ class Record:
     timestamp: float
 
 
+class SourceUnavailable(RuntimeError):
+    """The log could not take a commit or a dead letter now; retry later, lose nothing."""
+
+
+RevokeHandler = Callable[[list[TopicPartition]], None]
+
+
 class EventSource(Protocol):
     """A consumer-group member: poll records, dead-letter bad ones, commit progress."""
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
 
     def dead_letter(self, record: Record, reason: str, detail: str) -> None:
-        """Send `record` to the dead-letter topic; raises if it cannot be delivered."""
+        """Queue `record` for the dead-letter topic (delivered by `flush_dead_letters`)."""
+
+    def flush_dead_letters(self) -> None:
+        """Deliver every queued dead letter; raises `SourceUnavailable` if any is not."""
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Record `offsets` (the next offset to read, per partition) for the group."""
+        """Flush dead letters, then record `offsets` (the next offset to read) for the group.
+
+        Raises `SourceUnavailable` when either cannot be done now.
+        """
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Read each of these partitions from the given offset once it is assigned."""
+
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        """Call `handler` with the partitions a rebalance takes away, before it does."""
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition."""

@@ -2,55 +2,76 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.ingest.base import Record
+from consumers.ingest.base import Record, RevokeHandler, SourceUnavailable
 from consumers.ingest.base import TopicPartition as PartitionKey
 from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER
 
 LAG_REFRESH_SECONDS = 5.0
+DEAD_LETTER_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
-class DeadLetterError(RuntimeError):
-    """A dead letter could not be delivered: the batch must not be committed."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Seeks newly assigned partitions to checkpointed offsets; hands revocations on."""
+
+    def __init__(self, source: KafkaEventSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.source.revoke_handler and revoked:
+            self.source.revoke_handler([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            offset = self.source.seek_offsets.pop((tp.topic, tp.partition), None)
+            if offset is not None:
+                self.source.consumer.seek(tp, offset)
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
 class KafkaEventSource:
-    """Reads `topic` in consumer group `group` with manual offset commits.
+    """Reads `topics` in consumer group `group` with manual offset commits.
 
-    Dead letters are sent asynchronously and awaited in `commit`, so an offset
-    is never committed past a bad record that did not reach the dead-letter topic.
+    Dead letters are sent asynchronously and awaited before any commit, and a
+    failed one is re-sent at the next attempt, so an offset is never committed
+    past a bad record that did not reach its dead-letter topic.
     """
 
     def __init__(
         self,
         bootstrap: str,
-        topic: str,
+        topics: str | list[str],
         group: str,
         auto_offset_reset: str = "earliest",
         client_config: Mapping[str, Any] | None = None,
     ) -> None:
         config = dict(client_config or {})
-        self.topic = topic
-        self.dead_letter_topic = topic + DEAD_LETTER_SUFFIX
+        self.topics = [topics] if isinstance(topics, str) else topics
+        self.seek_offsets: dict[PartitionKey, int] = {}
+        self.revoke_handler: RevokeHandler | None = None
         self.consumer = KafkaConsumer(
-            topic,
             bootstrap_servers=bootstrap,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             **config,
         )
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config
         )
-        self._pending: list[Future[Any]] = []
+        self._unsent: list[tuple[Record, list[tuple[str, bytes]]]] = []
+        self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
         self._ends: dict[PartitionKey, int] = {}
         self._ends_at = 0.0
 
@@ -75,26 +96,55 @@ class KafkaEventSource:
             ("recstream.detail", detail.encode("utf-8", "replace")[:1000]),
             ("recstream.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
-        self._pending.append(
-            self.producer.send(
-                self.dead_letter_topic, key=record.key, value=record.value, headers=headers
+        self._unsent.append((record, headers))
+
+    def flush_dead_letters(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for record, headers in unsent:
+            future = self.producer.send(
+                record.topic + DEAD_LETTER_SUFFIX,
+                key=record.key,
+                value=record.value,
+                headers=headers,
             )
-        )
+            self._in_flight.append((record, headers, future))
+        if not self._in_flight:
+            return
+        try:
+            self.producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
+        except KafkaError as error:
+            log.warning("dead-letter flush: %s", error)
+        in_flight, self._in_flight = self._in_flight, []
+        for record, headers, future in in_flight:
+            if not future.succeeded():
+                self._unsent.append((record, headers))
+        if self._unsent:
+            raise SourceUnavailable(f"{len(self._unsent)} dead letters not delivered yet")
 
     def commit(self, offsets: Mapping[PartitionKey, int]) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            self.producer.flush(timeout=30)
-            failed = [future.exception() for future in pending if future.exception()]
-            if failed:
-                raise DeadLetterError(f"{len(failed)} dead letters not delivered: {failed[0]}")
-        if offsets:
+        self.flush_dead_letters()
+        if not offsets:
+            return
+        try:
             self.consumer.commit(
                 {
                     TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
                     for (topic, partition), offset in offsets.items()
                 }
             )
+        except KafkaError as error:
+            raise SourceUnavailable(f"offset commit failed: {error}") from error
+
+    def seek(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Seek now where assigned; elsewhere at the next assignment (once)."""
+        self.seek_offsets.update(offsets)
+        for tp in self.consumer.assignment():
+            offset = self.seek_offsets.pop((tp.topic, tp.partition), None)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        self.revoke_handler = handler
 
     def lag(self) -> dict[PartitionKey, int]:
         """End offset (from the broker, refreshed every few seconds) minus position."""
@@ -102,7 +152,11 @@ class KafkaEventSource:
         if not assigned:
             return {}
         if time.monotonic() - self._ends_at > LAG_REFRESH_SECONDS:
-            ends = self.consumer.end_offsets(assigned, timeout_ms=5000)
+            try:
+                ends = self.consumer.end_offsets(assigned, timeout_ms=5000)
+            except KafkaError as error:
+                log.warning("end offsets: %s", error)
+                return {}
             self._ends = {(tp.topic, tp.partition): end for tp, end in ends.items()}
             self._ends_at = time.monotonic()
         return {
@@ -110,6 +164,7 @@ class KafkaEventSource:
                 0, self._ends.get((tp.topic, tp.partition), 0) - self.consumer.position(tp)
             )
             for tp in assigned
+            if (tp.topic, tp.partition) in self._ends
         }
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import time
 import zlib
 from collections.abc import Mapping
 
-from consumers.ingest.base import Record, TopicPartition
+from consumers.ingest.base import Record, RevokeHandler, TopicPartition
 from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER, ViewEvent, encode_key, encode_view
 
 
@@ -60,49 +60,61 @@ class MemoryEventLog:
 
 
 class MemoryEventSource:
-    """The only member of `group` on `topic`: it owns every partition."""
+    """The only member of `group` on `topics`: it owns every partition."""
 
-    def __init__(self, log: MemoryEventLog, topic: str, group: str) -> None:
+    def __init__(self, log: MemoryEventLog, topics: str | list[str], group: str) -> None:
         self.log = log
-        self.topic = topic
+        self.topics = [topics] if isinstance(topics, str) else topics
         self.group = group
-        self.dead_letter_topic = topic + DEAD_LETTER_SUFFIX
         self._position = {
-            partition: log.committed.get((group, topic, partition), 0)
+            (topic, partition): log.committed.get((group, topic, partition), 0)
+            for topic in self.topics
             for partition in range(len(log.partitions_of(topic)))
         }
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         """Up to `max_records`, taken round-robin across partitions; never blocks."""
         records: list[Record] = []
-        partitions = self.log.partitions_of(self.topic)
         while len(records) < max_records:
             before = len(records)
-            for index, partition in enumerate(partitions):
-                position = self._position[index]
+            for (topic, index), position in self._position.items():
+                partition = self.log.partitions_of(topic)[index]
                 if position < len(partition) and len(records) < max_records:
                     records.append(partition[position])
-                    self._position[index] = position + 1
+                    self._position[(topic, index)] = position + 1
             if len(records) == before:
                 break
         return records
 
     def dead_letter(self, record: Record, reason: str, detail: str) -> None:
         self.log.append(
-            self.dead_letter_topic,
+            record.topic + DEAD_LETTER_SUFFIX,
             record.key,
             record.value,
             record.timestamp,
             {REASON_HEADER: reason, "recstream.detail": detail},
         )
 
+    def flush_dead_letters(self) -> None:
+        """Dead letters are appended at once."""
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for key, offset in offsets.items():
+            if key in self._position:
+                self._position[key] = offset
+
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        """The only member never has partitions taken away."""
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         for (topic, partition), offset in offsets.items():
             self.log.committed[(self.group, topic, partition)] = offset
 
     def lag(self) -> dict[TopicPartition, int]:
-        ends = self.log.end_offsets(self.topic)
-        return {(self.topic, p): ends[(self.topic, p)] - pos for p, pos in self._position.items()}
+        return {
+            (topic, p): len(self.log.partitions_of(topic)[p]) - position
+            for (topic, p), position in self._position.items()
+        }
 
     def close(self) -> None:
         """Nothing to release."""
