@@ -25,6 +25,7 @@ PRODUCE_CHUNK = 2000
 
 def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
     """Stream the source through the learner; print progress and a report; return the report."""
+    settings.pin_threads()
     log = MemoryEventLog()
     store = MemoryStore(settings.prefix)
     recommender = OnlineRecommender(settings.model(), store, settings.model_name)

@@ -224,17 +224,17 @@ class OnlineRecommender:
 
     def _ranked(
         self, rows: np.ndarray, scores: torch.Tensor, tops: torch.Tensor
-    ) -> dict[int, list[tuple[float, int]]]:
-        """Per row, its (score, item row) pairs with the excluded (-inf) ones dropped."""
+    ) -> dict[int, tuple[list[int], list[float]]]:
+        """Per row, its (item rows, scores) best first, the excluded (-inf) slots dropped."""
+        kept = torch.isfinite(scores).sum(dim=1).tolist()
+        score_lists, item_lists = scores.tolist(), tops.tolist()
         return {
-            row: [(s, i) for s, i in zip(row_scores, row_items, strict=True) if s > -np.inf]
-            for row, row_scores, row_items in zip(
-                rows.tolist(), scores.tolist(), tops.tolist(), strict=True
-            )
+            row: (item_lists[i][:n], score_lists[i][:n])
+            for i, (row, n) in enumerate(zip(rows.tolist(), kept, strict=True))
         }
 
-    def _as_list(self, pairs: list[tuple[float, int]]) -> RankedList:
-        return RankedList(self.model.items.raws(i for _, i in pairs), [s for s, _ in pairs])
+    def _as_list(self, ranked: tuple[list[int], list[float]]) -> RankedList:
+        return RankedList(self.model.items.raws(ranked[0]), ranked[1])
 
     def _publish(
         self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
@@ -244,14 +244,14 @@ class OnlineRecommender:
         n = self.config.top_n
         user_tops: dict[Id, RankedList] = {}
         served: dict[int, list[int]] = {}
-        for row, pairs in self._ranked(
+        for row, ranked in self._ranked(
             user_rows, *model.recommend(torch.from_numpy(user_rows), n)
         ).items():
-            served[row] = [i for _, i in pairs[:QUALITY_K]]
-            user_tops[model.users.raw(row)] = self._as_list(pairs)
+            served[row] = ranked[0][:QUALITY_K]
+            user_tops[model.users.raw(row)] = self._as_list(ranked)
         similar = {
-            model.items.raw(row): self._as_list(pairs)
-            for row, pairs in self._ranked(
+            model.items.raw(row): self._as_list(ranked)
+            for row, ranked in self._ranked(
                 positive_rows, *model.similar(torch.from_numpy(positive_rows), n)
             ).items()
         }

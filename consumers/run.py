@@ -26,6 +26,7 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
+    settings.pin_threads()
     registry = CollectorRegistry()
     metrics = LearnerMetrics(registry)
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +31,7 @@ class LearnerSettings(BaseSettings):
     batch_size: int = Field(512, ge=1)
     max_wait_s: float = Field(0.1, ge=0)
     prefix: str = DEFAULT_PREFIX
+    threads: int = Field(1, ge=1, description="torch intra-op threads of this process")
 
     def model(self) -> ModelConfig:
         return ModelConfig(
@@ -41,6 +43,10 @@ class LearnerSettings(BaseSettings):
             top_n=self.top_n,
             seed=self.seed,
         )
+
+    def pin_threads(self) -> None:
+        """One process, `threads` cores: oversubscribed BLAS threads collapse throughput."""
+        torch.set_num_threads(self.threads)
 
     @property
     def model_name(self) -> str:

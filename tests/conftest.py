@@ -31,6 +31,12 @@ INTEGRATION_FIXTURES = {"kafka_bootstrap", "kafka_admin", "kafka_topic", "redis_
 _redis_dbs = itertools.cycle(range(1, 64))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "dataset: downloads a public dataset (MovieLens-100K from PyPI) into the cache"
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):

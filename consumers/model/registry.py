@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from torch import Tensor
@@ -21,7 +21,7 @@ class IdRegistry:
 
     def __init__(self) -> None:
         self._rows: dict[str, int] = {}
-        self._ids: list[Id | None] = []
+        self._ids: list[Any] = []  # Id, or None for a forgotten row
 
     def __len__(self) -> int:
         """Rows handed out, forgotten ones included."""
@@ -53,7 +53,7 @@ class IdRegistry:
 
     def raws(self, rows: Iterable[int]) -> list[Id]:
         ids = self._ids
-        return [cast(Id, ids[row]) for row in rows]
+        return [ids[row] for row in rows]
 
     def forget(self, raw: Id) -> int | None:
         """Unmap `raw`; its row stays allocated but nothing reaches it again."""

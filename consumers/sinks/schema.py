@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from streamer.events import Id, id_text
 
@@ -66,16 +66,16 @@ class Publication:
 def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: float) -> bytes:
     body = {
         "items": ranked.items,
-        "scores": [round(score, 6) for score in ranked.scores],
+        "scores": ranked.scores,
         "model": model,
         "version": version,
         "updated_at": updated_at,
     }
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(body)
 
 
 def decode_ranked(value: bytes) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(value)
+    decoded: dict[str, Any] = orjson.loads(value)
     return decoded
 
 
