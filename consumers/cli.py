@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from consumers.settings import ConsumeSettings, DemoSettings
+from consumers.settings import ConsumeSettings, DemoSettings, RecommendSettings
 from streamer.settings import ProduceSettings
 
 FLAG_NAMES = {"json_path": "--json"}
@@ -36,12 +36,30 @@ def _parser() -> argparse.ArgumentParser:
         ("produce", ProduceSettings, "publish a synthetic or MovieLens stream to Kafka"),
     ):
         _add_flags(commands.add_parser(name, help=summary, description=summary), settings)
+    recommend = commands.add_parser(
+        "recommend",
+        help="print a user's top-N from Redis (popular items for unknown users)",
+        description="print a user's top-N from Redis (popular items for unknown users)",
+    )
+    recommend.add_argument("user")
+    recommend.add_argument("-n", type=int, default=10, help="list length (default 10)")
+    _add_flags(recommend, RecommendSettings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
+    if command == "recommend":
+        from consumers.client import run_recommend
+
+        user, n = args.pop("user"), args.pop("n")
+        try:
+            settings = RecommendSettings(**{k: v for k, v in args.items() if v is not None})
+        except ValidationError as error:
+            print(f"recstream recommend: invalid settings\n{error}", file=sys.stderr)
+            return 2
+        return run_recommend(settings.redis, settings.prefix, user, n, sys.stdout)
     given = {name: value for name, value in args.items() if value is not None}
     try:
         if command == "demo":

@@ -73,3 +73,12 @@ class DemoSettings(LearnerSettings):
     events: int | None = Field(None, ge=1)
     json_path: str | None = None
     users_shown: int = Field(3, ge=0)
+
+
+class RecommendSettings(BaseSettings):
+    """Where `recstream recommend` reads lists from."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
+
+    redis: str = "redis://127.0.0.1:6379/0"
+    prefix: str = DEFAULT_PREFIX

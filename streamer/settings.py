@@ -17,3 +17,5 @@ class ProduceSettings(BaseSettings):
     rate: float | None = Field(None, gt=0)
     events: int | None = Field(None, ge=1)
     progress: bool = True
+    metrics_addr: str = "127.0.0.1"
+    metrics_port: int = Field(9401, ge=0, le=65535)

@@ -28,8 +28,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self.source.revoke_handler and revoked:
+        if not self.source.revoke_handler or not revoked:
+            return
+        # This runs on kafka-python's IO thread, which must not block on itself:
+        # commits made from the handler are sent asynchronously.
+        self.source.in_rebalance = True
+        try:
             self.source.revoke_handler([(tp.topic, tp.partition) for tp in revoked])
+        finally:
+            self.source.in_rebalance = False
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
@@ -59,6 +66,7 @@ class KafkaEventSource:
         self.topics = [topics] if isinstance(topics, str) else topics
         self.seek_offsets: dict[PartitionKey, int] = {}
         self.revoke_handler: RevokeHandler | None = None
+        self.in_rebalance = False
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -125,13 +133,15 @@ class KafkaEventSource:
         self.flush_dead_letters()
         if not offsets:
             return
+        committed = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+        }
         try:
-            self.consumer.commit(
-                {
-                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for (topic, partition), offset in offsets.items()
-                }
-            )
+            if self.in_rebalance:
+                self.consumer.commit_async(committed)
+            else:
+                self.consumer.commit(committed)
         except KafkaError as error:
             raise SourceUnavailable(f"offset commit failed: {error}") from error
 
