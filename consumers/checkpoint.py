@@ -78,8 +78,9 @@ def write_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     sequences = _sequences(directory)
     sequence = sequences[-1] + 1 if sequences else 1
-    temp = directory / f".tmp-{_name(sequence)}-{os.getpid()}"
-    shutil.rmtree(temp, ignore_errors=True)
+    for stale in directory.glob(".tmp-*"):  # left by a writer that died mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    temp = directory / f".tmp-{_name(sequence)}"
     temp.mkdir()
     tensors_path = temp / TENSORS_FILE
     save_file({name: t.contiguous() for name, t in tensors.items()}, str(tensors_path))

@@ -32,7 +32,11 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
     topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     source = KafkaEventSource(
-        settings.bootstrap, topics, settings.group, settings.auto_offset_reset
+        settings.bootstrap,
+        topics,
+        settings.group,
+        settings.auto_offset_reset,
+        settings.kafka_options,
     )
     store = RedisStore.from_url(settings.redis, settings.prefix)
     checkpoints = (

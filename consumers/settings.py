@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumers.model.config import LossName, ModelConfig, OptimizerName
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
+from streamer.settings import KafkaOptions
 
 
 class LearnerSettings(BaseSettings):
@@ -55,6 +56,7 @@ class LearnerSettings(BaseSettings):
 
 class ConsumeSettings(LearnerSettings):
     bootstrap: str = "127.0.0.1:9092"
+    kafka_options: KafkaOptions = Field(default_factory=dict)
     topic: str = VIEWS_TOPIC
     users_topic: str | None = USERS_TOPIC
     checkpoint_dir: str | None = None

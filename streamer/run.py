@@ -23,7 +23,9 @@ def run_produce(settings: ProduceSettings) -> int:
     metrics = ProducerMetrics(registry)
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
     try:
-        with ViewProducer(settings.bootstrap, topic=settings.topic) as producer:
+        with ViewProducer(
+            settings.bootstrap, topic=settings.topic, **settings.kafka_options
+        ) as producer:
 
             def send(event: ViewEvent) -> None:
                 producer.send(event)

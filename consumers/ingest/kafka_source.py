@@ -21,6 +21,11 @@ DEAD_LETTER_TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
 
 
+def _accepted(client: type, config: dict[str, Any]) -> dict[str, Any]:
+    """The options `client` knows (security options are shared; the rest belong to one)."""
+    return {name: value for name, value in config.items() if name in client.DEFAULT_CONFIG}
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Seeks newly assigned partitions to checkpointed offsets; hands revocations on."""
 
@@ -63,6 +68,11 @@ class KafkaEventSource:
         client_config: Mapping[str, Any] | None = None,
     ) -> None:
         config = dict(client_config or {})
+        unknown = (
+            set(config) - set(KafkaConsumer.DEFAULT_CONFIG) - set(KafkaProducer.DEFAULT_CONFIG)
+        )
+        if unknown:
+            raise ValueError(f"unknown kafka-python options: {sorted(unknown)}")
         self.topics = [topics] if isinstance(topics, str) else topics
         self.seek_offsets: dict[PartitionKey, int] = {}
         self.revoke_handler: RevokeHandler | None = None
@@ -72,7 +82,7 @@ class KafkaEventSource:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            **config,
+            **_accepted(KafkaConsumer, config),
         )
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         self.producer = KafkaProducer(

@@ -150,7 +150,8 @@ class MatrixFactorization:
         self.sync_rows()
         watched = [self.history[row] for row in user_rows.tolist()]
         exclude_rows = torch.repeat_interleave(
-            torch.arange(len(watched)), torch.tensor([len(seen) for seen in watched])
+            torch.arange(len(watched)),
+            torch.tensor([len(seen) for seen in watched], dtype=torch.long),
         )
         exclude_items = torch.tensor([item for seen in watched for item in seen], dtype=torch.long)
         return top_n(
