@@ -1,1 +1,0 @@
-"""One adapter per recommender under evaluation, all behind `base.System`."""
