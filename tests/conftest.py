@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 with warnings.catch_warnings():
     # kafka-python 3.0 reads its protocol schemas at import time with importlib.resources
@@ -29,6 +30,14 @@ INTEGRATION_FIXTURES = {"kafka_bootstrap", "kafka_admin", "kafka_topic", "redis_
 
 # Redis db 0 is left alone; each test takes the next of 1..63 (ops/test starts 64 dbs).
 _redis_dbs = itertools.cycle(range(1, 64))
+
+
+# Two shared cores: generation speed and run time vary with load, so time-based checks
+# would make property tests flaky without saying anything about the code.
+settings.register_profile(
+    "shared-cores", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-cores")
 
 
 def pytest_configure(config: pytest.Config) -> None:
