@@ -224,16 +224,16 @@ class OnlineRecommender:
 
     def _ranked(
         self, rows: np.ndarray, scores: torch.Tensor, tops: torch.Tensor
-    ) -> dict[int, tuple[list[int], list[float]]]:
-        """Per row, its (item rows, scores) best first, the excluded (-inf) slots dropped."""
+    ) -> dict[int, tuple[list[int], np.ndarray]]:
+        """Per row, its (item rows, float32 scores) best first, excluded (-inf) slots dropped."""
         kept = torch.isfinite(scores).sum(dim=1).tolist()
-        score_lists, item_lists = scores.tolist(), tops.tolist()
+        score_rows, item_lists = scores.numpy(), tops.tolist()
         return {
-            row: (item_lists[i][:n], score_lists[i][:n])
+            row: (item_lists[i][:n], score_rows[i, :n])
             for i, (row, n) in enumerate(zip(rows.tolist(), kept, strict=True))
         }
 
-    def _as_list(self, ranked: tuple[list[int], list[float]]) -> RankedList:
+    def _as_list(self, ranked: tuple[list[int], np.ndarray]) -> RankedList:
         return RankedList(self.model.items.raws(ranked[0]), ranked[1])
 
     def _publish(

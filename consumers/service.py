@@ -157,14 +157,15 @@ class LearnerService:
             log.warning("commit postponed: %s", error)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Before a rebalance takes partitions away: learn what we hold, persist, commit."""
+        """Before a rebalance takes partitions away: learn what we hold, persist, commit.
+
+        Positions stay: they describe what the model state has applied.
+        """
         self._apply_buffer()
         if self.checkpoints is None:
             self._commit()
-        else:
+        elif self._records_since_checkpoint:
             self.checkpoint()
-        for partition in partitions:
-            self.positions.pop(partition, None)
 
     def _apply_buffer(self) -> None:
         records, self._buffer = self._buffer, []

@@ -45,7 +45,7 @@ class RankedList:
     """A top-N list as frontends read it: ids as producers sent them, best first."""
 
     items: list[Id]
-    scores: list[float]
+    scores: list[float] | np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,8 @@ def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: floa
         "version": version,
         "updated_at": updated_at,
     }
-    return orjson.dumps(body)
+    # float32 scores serialise as their shortest float32 text ("0.7530054").
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_ranked(value: bytes) -> dict[str, Any]:
