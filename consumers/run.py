@@ -7,8 +7,10 @@ import signal
 import threading
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from consumers.health import Health, HealthPolicy
+from consumers.http import serve
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
@@ -29,7 +31,14 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
     settings.pin_threads()
     registry = CollectorRegistry()
     metrics = LearnerMetrics(registry)
-    server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
+    health = Health(
+        HealthPolicy(
+            max_checkpoint_age_s=None
+            if settings.checkpoint_dir is None or settings.checkpoint_every_seconds is None
+            else 3 * settings.checkpoint_every_seconds + 60
+        )
+    )
+    server = serve(settings.metrics_addr, settings.metrics_port, registry, health)
     topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     source = KafkaEventSource(
         settings.bootstrap,
@@ -57,9 +66,10 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
         max_wait_s=settings.max_wait_s,
         checkpoints=checkpoints,
         users_topic=settings.users_topic,
+        health=health,
     )
     log.info(
-        "consuming %s as group %s; metrics on %s:%d",
+        "consuming %s as group %s; metrics and health on %s:%d",
         settings.topic,
         settings.group,
         settings.metrics_addr,

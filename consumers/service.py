@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consumers.checkpoint import latest_checkpoint, write_checkpoint
+from consumers.health import Health
 from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender, PublishResult
@@ -55,6 +56,7 @@ class LearnerService:
     checkpoints: CheckpointPolicy | None = None
     users_topic: str | None = None
     clock: Callable[[], float] = time.monotonic
+    health: Health = field(default_factory=Health)
     smoothed_loss: float | None = field(default=None, init=False)
     positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
     applied: dict[TopicPartition, int] = field(default_factory=dict, init=False)
@@ -87,6 +89,7 @@ class LearnerService:
         waited = self.clock() - self._buffer_since if self._buffer else 0.0
         timeout = min(max(self.max_wait_s - waited, 0.0), MAX_POLL_WAIT_S)
         records = self.source.poll(self.batch_size - len(self._buffer), timeout)
+        self.health.mark("poll", True, f"{len(records)} records")
         if records and not self._buffer:
             self._buffer_since = self.clock()
         self._buffer.extend(records)
@@ -97,6 +100,8 @@ class LearnerService:
             self._observe_publish(self.recommender.flush())
         if self._checkpoint_due():
             self.checkpoint()
+        elif self.checkpoints is not None and not self._records_since_checkpoint:
+            self.health.mark("checkpoint", True, "up to date")
         self._observe_state()
         return len(records)
 
@@ -125,14 +130,21 @@ class LearnerService:
             self.source.flush_dead_letters()
         except SourceUnavailable as error:
             log.warning("checkpoint postponed: %s", error)
+            self.health.mark("checkpoint", False, f"postponed: {error}")
             return False
         self._observe_publish(self.recommender.flush())
         tensors, manifest = self.recommender.state()
         manifest["positions"] = _partition_list(self.positions)
         manifest["applied"] = _partition_list(self.applied)
-        write_checkpoint(self.checkpoints.directory, tensors, manifest, self.checkpoints.keep)
+        try:
+            write_checkpoint(self.checkpoints.directory, tensors, manifest, self.checkpoints.keep)
+        except OSError as error:  # a full or read-only disk: keep learning, commit nothing
+            log.error("checkpoint failed: %s", error)
+            self.health.mark("checkpoint", False, str(error))
+            return False
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         self.metrics.last_checkpoint_timestamp.set(time.time())
+        self.health.mark("checkpoint", True)
         self._records_since_checkpoint = 0
         self._checkpointed_at = self.clock()
         self._commit()
@@ -235,8 +247,10 @@ class LearnerService:
         self.metrics.loss.set(self.smoothed_loss)
 
     def _observe_publish(self, result: PublishResult | None) -> None:
+        self.health.pending(self.recommender.pending)
         if result is None:
             return
+        self.health.mark("publish", result.ok, "" if result.ok else "store unavailable")
         if not result.ok:
             self.metrics.redis_errors.inc()
             return
