@@ -48,9 +48,11 @@ class RecommendationClient:
         self.keys = Keys(prefix)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RecommendationClient:
-        """A client over Redis at `url` (redis://host:port/db)."""
-        return cls(RedisStore.from_url(url, prefix), prefix)
+    def from_url(
+        cls, url: str, prefix: str = DEFAULT_PREFIX, **redis_config: Any
+    ) -> RecommendationClient:
+        """A client over Redis at `url` (redis://host:port/db); see `RedisStore.from_url`."""
+        return cls(RedisStore.from_url(url, prefix, **redis_config), prefix)
 
     def top_n(self, user: Id, n: int = 10) -> Recommendations:
         """The user's list, at most `n` items; the popular list when the user has none."""
@@ -111,14 +113,16 @@ def _check_n(n: int) -> None:
         raise ValueError(f"n must be >= 0, got {n}")
 
 
-def run_recommend(redis_url: str, prefix: str, user: str, n: int, out: TextIO) -> int:
+def run_recommend(
+    redis_url: str, prefix: str, user: str, n: int, out: TextIO, **redis_config: Any
+) -> int:
     """Print `user`'s top-`n` from Redis: a `#` header, then `rank<TAB>item<TAB>score` lines.
 
     Exit status: 0 when a list was printed (the user's own or the popular fallback),
     1 when there is nothing to show (no list under `prefix`) or Redis cannot be read;
     the reason goes to stderr.
     """
-    client = RecommendationClient.from_url(redis_url, prefix)
+    client = RecommendationClient.from_url(redis_url, prefix, **redis_config)
     try:
         result = client.top_n(user, n)
     except (redis.RedisError, StoreUnavailable) as error:

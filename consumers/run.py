@@ -17,6 +17,7 @@ from consumers.pipeline import OnlineRecommender
 from consumers.service import CheckpointPolicy, LearnerService
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
+from streamer.settings import kafka_client_options
 
 log = logging.getLogger("recstream.consume")
 
@@ -45,9 +46,11 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
         topics,
         settings.group,
         settings.auto_offset_reset,
-        settings.kafka_options,
+        kafka_client_options(settings.kafka_options, settings.kafka_password),
     )
-    store = RedisStore.from_url(settings.redis, settings.prefix)
+    store = RedisStore.from_url(
+        settings.redis, settings.prefix, settings.redis_options, settings.redis_password
+    )
     checkpoints = (
         None
         if settings.checkpoint_dir is None

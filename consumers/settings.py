@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.model.config import LossName, ModelConfig, OptimizerName
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
-from streamer.settings import KafkaOptions
+from streamer.settings import JsonObject
 
 
 class LearnerSettings(BaseSettings):
@@ -56,7 +56,8 @@ class LearnerSettings(BaseSettings):
 
 class ConsumeSettings(LearnerSettings):
     bootstrap: str = "127.0.0.1:9092"
-    kafka_options: KafkaOptions = Field(default_factory=dict)
+    kafka_options: JsonObject = Field(default_factory=dict)
+    kafka_password: SecretStr | None = None
     topic: str = VIEWS_TOPIC
     users_topic: str | None = USERS_TOPIC
     checkpoint_dir: str | None = None
@@ -66,6 +67,8 @@ class ConsumeSettings(LearnerSettings):
     group: str = "recstream-learner"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     redis: str = "redis://127.0.0.1:6379/0"
+    redis_options: JsonObject = Field(default_factory=dict)
+    redis_password: SecretStr | None = None
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
 
@@ -83,4 +86,6 @@ class RecommendSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
 
     redis: str = "redis://127.0.0.1:6379/0"
+    redis_options: JsonObject = Field(default_factory=dict)
+    redis_password: SecretStr | None = None
     prefix: str = DEFAULT_PREFIX

@@ -10,7 +10,7 @@ from streamer.events import ViewEvent
 from streamer.metrics import ProducerMetrics
 from streamer.producer import ViewProducer
 from streamer.replay import replay
-from streamer.settings import ProduceSettings
+from streamer.settings import ProduceSettings, kafka_client_options
 
 OBSERVE_EVERY = 1000
 
@@ -24,7 +24,9 @@ def run_produce(settings: ProduceSettings) -> int:
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
     try:
         with ViewProducer(
-            settings.bootstrap, topic=settings.topic, **settings.kafka_options
+            settings.bootstrap,
+            topic=settings.topic,
+            **kafka_client_options(settings.kafka_options, settings.kafka_password),
         ) as producer:
 
             def send(event: ViewEvent) -> None:

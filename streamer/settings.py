@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.events import VIEWS_TOPIC
@@ -16,16 +16,24 @@ def _json_object(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-# Extra kafka-python client options, passed through as given: SASL/SSL
-# (security_protocol, sasl_mechanism, sasl_plain_username, ssl_cafile, ...), timeouts.
-KafkaOptions = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+# A JSON object from a flag, an environment variable or a TOML table.
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+
+
+def kafka_client_options(options: dict[str, Any], password: SecretStr | None) -> dict[str, Any]:
+    """kafka-python options as given (SASL/SSL: security_protocol, sasl_mechanism,
+    sasl_plain_username, ssl_cafile, ...), with the SASL password from its secret."""
+    if password is None:
+        return dict(options)
+    return {**options, "sasl_plain_password": password.get_secret_value()}
 
 
 class ProduceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
 
     bootstrap: str = "127.0.0.1:9092"
-    kafka_options: KafkaOptions = Field(default_factory=dict)
+    kafka_options: JsonObject = Field(default_factory=dict)
+    kafka_password: SecretStr | None = None
     topic: str = VIEWS_TOPIC
     source: str = "synthetic"
     rate: float | None = Field(None, gt=0)

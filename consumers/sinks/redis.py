@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import redis
+from pydantic import SecretStr
 
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.schema import Keys, Publication, string_writes
@@ -19,8 +23,20 @@ class RedisStore:
         self.keys = Keys(prefix)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = Keys().prefix) -> RedisStore:
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = Keys().prefix,
+        options: Mapping[str, Any] | None = None,
+        password: SecretStr | None = None,
+    ) -> RedisStore:
+        """`url` may carry AUTH and TLS (rediss://user:pass@host:port/db); `options` go to
+        redis-py as given (ssl_ca_certs, username, ...); `password` overrides the URL's."""
+        config: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        config.update(options or {})
+        if password is not None:
+            config["password"] = password.get_secret_value()
+        return cls(redis.Redis.from_url(url, **config), prefix)
 
     def publish(self, publication: Publication) -> None:
         pipe = self.client.pipeline(transaction=False)
