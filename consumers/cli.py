@@ -18,12 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from consumers.settings import ConsumeSettings, DemoSettings, RecommendSettings
+from consumers.settings import ConsumeSettings, DemoSettings, RecommendSettings, ReportSettings
 from streamer.settings import ProduceSettings
 
-FLAG_NAMES = {"json_path": "--json"}
+FLAG_NAMES = {"json_path": "--json", "plot_path": "--plot"}
 COMMANDS: dict[str, tuple[type[BaseSettings], str]] = {
     "demo": (DemoSettings, "run producer, learner and store in one process (no services)"),
+    "report": (ReportSettings, "the demo run, with a PNG of online HR@10 and throughput"),
     "consume": (ConsumeSettings, "learn from Kafka, publish to Redis, serve /metrics, /health"),
     "produce": (ProduceSettings, "publish a synthetic or MovieLens stream to Kafka"),
     "recommend": (RecommendSettings, "print a user's top-N from Redis (popular when unknown)"),

@@ -38,12 +38,14 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
     )
     events = itertools.islice(open_source(settings.source), settings.events)
     started = time.perf_counter()
+    series: list[dict[str, float]] = []
     with tqdm(total=settings.events, unit="ev", file=out, mininterval=0.5) as bar:
         while chunk := list(itertools.islice(events, PRODUCE_CHUNK)):
             for event in chunk:
                 log.send(event, VIEWS_TOPIC)
             while consumed := service.step():
                 bar.update(consumed)
+            series.append(_point(recommender, time.perf_counter() - started, series))
             bar.set_postfix(
                 loss=f"{service.smoothed_loss or 0:.3f}",
                 hr10=f"{recommender.quality.recent_hit_rate:.3f}",
@@ -62,12 +64,34 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
         "users": len(recommender.model.users),
         "items": len(recommender.model.items),
         "top10": {str(user): _top10(store, user) for user in users},
+        "series": series,
     }
     _print_report(report, settings.model_name, out)
     if settings.json_path:
         with open(settings.json_path, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
+    if settings.plot_path:
+        from consumers.report import plot_report
+
+        plot_report(report, settings.source, settings.plot_path)
+        print(f"  plot: {settings.plot_path}", file=out)
     return report
+
+
+def _point(
+    recommender: OnlineRecommender, seconds: float, series: list[dict[str, float]]
+) -> dict[str, float]:
+    """One sample of the run: windowed quality, and throughput since the last sample."""
+    last = series[-1] if series else {"events": 0, "seconds": 0.0}
+    return {
+        "events": recommender.events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(
+            (recommender.events - last["events"]) / max(seconds - last["seconds"], 1e-9), 1
+        ),
+        "hr@10": round(recommender.quality.recent_hit_rate, 4),
+        "popularity_hr@10": round(recommender.popularity_quality.recent_hit_rate, 4),
+    }
 
 
 def _top10(store: MemoryStore, user: object) -> list[Any]:

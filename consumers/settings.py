@@ -77,7 +77,14 @@ class DemoSettings(LearnerSettings):
     source: str = "synthetic"
     events: int | None = Field(None, ge=1)
     json_path: str | None = None
+    plot_path: str | None = None
     users_shown: int = Field(3, ge=0)
+
+
+class ReportSettings(DemoSettings):
+    """`recstream report`: the demo run, drawn as a PNG."""
+
+    plot_path: str | None = "recstream-report.png"
 
 
 class RecommendSettings(BaseSettings):

@@ -106,10 +106,15 @@ class RedisTarget:
     client: redis.Redis
 
 
+def allocate_redis_db() -> int:
+    """The next Redis db number of this run (1..63, round robin)."""
+    return next(_redis_dbs)
+
+
 @pytest.fixture
 def redis_db(redis_url: str) -> Iterator[RedisTarget]:
     """A client on a db of its own (flushed before and after) and a unique key prefix."""
-    db = next(_redis_dbs)
+    db = allocate_redis_db()
     url = f"{redis_url.rstrip('/')}/{db}"
     client = redis.Redis.from_url(url)
     client.flushdb()

@@ -4,19 +4,25 @@ dashboard and the rules query is one the code exports, and docker-compose.yml va
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import allocate_redis_db
+from tests.learners import Learner, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "ops" / "prometheus"
@@ -125,46 +131,60 @@ def covers(exported: set[str], name: str) -> bool:
     return any(name.endswith(s) and name.removesuffix(s) in exported for s in HISTOGRAM_SUFFIXES)
 
 
-# The modules that declare metrics; every `*Metrics` class in them takes a registry.
-METRICS_MODULES = ("consumers.metrics", "streamer.metrics")
-
-
-def code_exposition() -> str:
-    """The `/metrics` text of every process, each labelled metric set once.
-
-    For now from the `*Metrics` classes on fresh registries (the learner's
-    `LearnerMetrics`, the producer's where declared); it is meant to become a scrape of
-    live processes.
-    """
-    texts = []
-    for module_name in METRICS_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        for value in vars(module).values():
-            if not (
-                isinstance(value, type)
-                and value.__module__ == module_name
-                and value.__name__.endswith("Metrics")
-            ):
-                continue
-            registry = CollectorRegistry()
-            metrics = value(registry)
-            for metric in vars(metrics).values():
-                if isinstance(metric, MetricWrapperBase) and metric._labelnames:
-                    metric.labels(*("0" for _ in metric._labelnames))
-            texts.append(generate_latest(registry).decode())
-    return "".join(texts)
-
-
 @pytest.fixture(scope="module")
-def exposition() -> str:
-    text = code_exposition()
-    assert "recstream_events_total" in text
-    return text
+def exposition(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:  # fmt: skip
+    """What live processes serve: a learner that has learned and dead-lettered, and a
+    producer in the middle of its stream, each scraped over HTTP."""
+    topic = f"test.ops.{uuid.uuid4().hex[:8]}"
+    kafka_admin.create_topics(
+        {topic: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
+    )
+    logs = tmp_path_factory.mktemp("ops")
+    db = allocate_redis_db()
+    producer_port = free_port()
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "consumers.cli", "produce", "--bootstrap", kafka_bootstrap,
+         "--topic", topic, "--source", "synthetic", "--rate", "100", "--events", "3000",
+         "--progress", "false", "--metrics-port", str(producer_port)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=(logs / "produce.log").open("wb"),
+    )  # fmt: skip
+    bad = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    bad.send(topic, key=b"u1", value=b"not json").get(timeout=10)
+    bad.close()
+    learner = Learner(
+        ["--bootstrap", kafka_bootstrap, "--topic", topic, "--group", topic,
+         "--redis", f"{redis_url}/{db}", "--users-topic", "", "--dim", "8",
+         "--checkpoint-dir", str(logs / "checkpoints"), "--checkpoint-every-events", "50"],
+        logs / "learner.log",
+    ).start()  # fmt: skip
+    try:
+        wait_for(lambda: "recstream_events_total" in _scrape(learner.metrics_port), 60, "learner")
+        wait_for(
+            lambda: (
+                'outcome="invalid"' in _scrape(learner.metrics_port)
+                and "recstream_checkpoint_seconds_count" in _scrape(learner.metrics_port)
+            ),
+            60,
+            "a dead letter and a checkpoint\n" + learner.log(),
+        )
+        wait_for(lambda: "recstream_produced_total" in _scrape(producer_port), 60, "producer")
+        yield _scrape(learner.metrics_port) + _scrape(producer_port)
+    finally:
+        producer.kill()
+        producer.wait()
+        learner.stop()
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 # --- the tests ----------------------------------------------------------------------------
