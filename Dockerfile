@@ -20,7 +20,8 @@ COPY streamer ./streamer
 COPY consumers ./consumers
 RUN pip install . && rm -rf /src
 
-RUN useradd --create-home --uid 10001 recstream
+RUN useradd --create-home --uid 10001 recstream \
+    && mkdir -p /var/lib/recstream && chown recstream /var/lib/recstream
 USER recstream
 WORKDIR /home/recstream
 
