@@ -22,7 +22,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 FORMAT_VERSION = 1
-TENSORS_FILE = "tensors.safetensors"
+MAIN_PART = "tensors"
+PART_SUFFIX = ".safetensors"
+TENSORS_FILE = MAIN_PART + PART_SUFFIX
 MANIFEST_FILE = "manifest.json"
 PREFIX = "ckpt-"
 
@@ -33,8 +35,13 @@ log = logging.getLogger(__name__)
 class Checkpoint:
     path: Path
     sequence: int
-    tensors: dict[str, Tensor]
+    parts: dict[str, dict[str, Tensor]]
     manifest: dict[str, Any]
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """The main part (the only one of a single-process checkpoint)."""
+        return self.parts[MAIN_PART]
 
 
 class CorruptCheckpoint(ValueError):
@@ -71,21 +78,26 @@ def _name(sequence: int) -> str:
     return f"{PREFIX}{sequence:012d}"
 
 
-def write_checkpoint(
-    directory: Path, tensors: dict[str, Tensor], manifest: dict[str, Any], keep: int = 3
-) -> Path:
-    """Write a new checkpoint atomically and keep only the newest `keep`."""
-    directory.mkdir(parents=True, exist_ok=True)
+def staging_dir(directory: Path, label: str) -> Path:
+    """A hidden directory where the parts of one checkpoint are written before `seal`."""
+    temp = directory / f".tmp-{label}"
+    temp.mkdir(parents=True, exist_ok=True)
+    return temp
+
+
+def stage_part(temp: Path, part: str, tensors: dict[str, Tensor]) -> None:
+    """Write one part (several processes may each write their own into one staging dir)."""
+    path = temp / f"{part}{PART_SUFFIX}"
+    save_file({name: t.contiguous() for name, t in tensors.items()}, str(path))
+    _fsync(path)
+
+
+def seal(directory: Path, temp: Path, manifest: dict[str, Any], keep: int = 3) -> Path:
+    """Checksum every staged part, write the manifest, rename into place, prune old ones."""
     sequences = _sequences(directory)
     sequence = sequences[-1] + 1 if sequences else 1
-    for stale in directory.glob(".tmp-*"):  # left by a writer that died mid-way
-        shutil.rmtree(stale, ignore_errors=True)
-    temp = directory / f".tmp-{_name(sequence)}"
-    temp.mkdir()
-    tensors_path = temp / TENSORS_FILE
-    save_file({name: t.contiguous() for name, t in tensors.items()}, str(tensors_path))
-    _fsync(tensors_path)
-    body = dict(manifest, format=FORMAT_VERSION, sha256={TENSORS_FILE: _sha256(tensors_path)})
+    digests = {path.name: _sha256(path) for path in sorted(temp.glob(f"*{PART_SUFFIX}"))}
+    body = dict(manifest, format=FORMAT_VERSION, sha256=digests)
     manifest_path = temp / MANIFEST_FILE
     manifest_path.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
     _fsync(manifest_path)
@@ -93,9 +105,21 @@ def write_checkpoint(
     final = directory / _name(sequence)
     os.rename(temp, final)
     _fsync(directory)
+    for stale in directory.glob(".tmp-*"):  # left by a writer that died mid-way
+        shutil.rmtree(stale, ignore_errors=True)
     for old in sequences[: max(0, len(sequences) + 1 - keep)]:
         shutil.rmtree(directory / _name(old), ignore_errors=True)
     return final
+
+
+def write_checkpoint(
+    directory: Path, tensors: dict[str, Tensor], manifest: dict[str, Any], keep: int = 3
+) -> Path:
+    """Write a new single-part checkpoint atomically and keep only the newest `keep`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    temp = staging_dir(directory, f"{os.getpid()}")
+    stage_part(temp, MAIN_PART, tensors)
+    return seal(directory, temp, manifest, keep)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -104,15 +128,19 @@ def read_checkpoint(path: Path) -> Checkpoint:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
             raise CorruptCheckpoint(f"{path}: unknown manifest format")
-        tensors_path = path / TENSORS_FILE
-        if _sha256(tensors_path) != manifest.get("sha256", {}).get(TENSORS_FILE):
-            raise CorruptCheckpoint(f"{path}: tensors do not match their checksum")
-        tensors = load_file(str(tensors_path))
+        digests = manifest.get("sha256")
+        if not isinstance(digests, dict) or not digests:
+            raise CorruptCheckpoint(f"{path}: manifest lists no parts")
+        parts = {}
+        for file_name, digest in digests.items():
+            if _sha256(path / file_name) != digest:
+                raise CorruptCheckpoint(f"{path}: {file_name} does not match its checksum")
+            parts[file_name.removesuffix(PART_SUFFIX)] = load_file(str(path / file_name))
     except (OSError, ValueError) as error:
         if isinstance(error, CorruptCheckpoint):
             raise
         raise CorruptCheckpoint(f"{path}: {error}") from error
-    return Checkpoint(path, int(path.name[len(PREFIX) :]), tensors, manifest)
+    return Checkpoint(path, int(path.name[len(PREFIX) :]), parts, manifest)
 
 
 def latest_checkpoint(directory: Path) -> Checkpoint | None:
