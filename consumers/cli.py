@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif isinstance(settings, ConsumeSettings):
         from consumers.run import run_consume
 
-        run_consume(settings)
+        return run_consume(settings)
     elif isinstance(settings, ProduceSettings):
         from streamer.run import run_produce
 

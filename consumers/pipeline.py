@@ -6,6 +6,7 @@ events, the demo and the evaluation feed it directly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -19,14 +20,18 @@ from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.popularity import Popularity
+from consumers.model.shared import Lock
+from consumers.model.storage import Storage, local_storage
 from consumers.quality import OnlineQuality
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import Publication, RankedList
 from streamer.events import Id, ViewEvent
 
 QUALITY_K = 10
+EVENTS, VERSION = 0, 1
 MAX_RETRY_SECONDS = 30.0
 MAX_PENDING_ARRIVALS = 100_000
+LOSS_PROBE_KEYS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +61,25 @@ class OnlineRecommender:
         store: RecommendationStore,
         model_name: str = "mf",
         clock: Callable[[], float] = time.time,
+        storage: Callable[[ModelConfig, torch.Generator], Storage] = local_storage,
+        popularity: Popularity | None = None,
+        totals: np.ndarray | None = None,
+        totals_lock: Lock | None = None,
     ) -> None:
+        """`storage`, `popularity` and `totals` (events, version) may be shared by a
+        host's workers; `totals_lock` then guards the totals."""
         self.config = config
         self.store = store
         self.model_name = model_name
         self.clock = clock
-        self.model = MatrixFactorization(config)
-        self.popularity = Popularity()
+        self.model = MatrixFactorization(config, storage)
+        self.popularity = popularity or Popularity()
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
         self.served: dict[int, list[int]] = {}
-        self.version = 0
-        self.events = 0
+        # events learned and versions published, shared by a host's workers when given
+        self._totals = np.zeros(2, dtype=np.int64) if totals is None else totals
+        self._totals_lock = totals_lock or contextlib.nullcontext()
         self.publish_failures = 0
         self._dirty_users: set[int] = set()
         self._dirty_items: set[int] = set()
@@ -76,6 +88,7 @@ class OnlineRecommender:
         self._doomed_keys: set[str] = set()
         self._retry_delay = 0.0
         self._retry_at = 0.0
+        self._outage = False
 
     @property
     def pending(self) -> bool:
@@ -90,14 +103,17 @@ class OnlineRecommender:
         self._score_prequential(events)
         users = self.model.users.add_many(event.user for event in events)
         items = self.model.items.add_many(event.item for event in events)
-        weights = np.fromiter((event.weight for event in events), dtype=np.float32)
-        self.popularity.add(items, weights.astype(np.float64))
+        with np.errstate(over="ignore"):  # a weight over float32's range: inf, batch skipped
+            weights = np.fromiter((event.weight for event in events), dtype=np.float32)
         item_rows = torch.from_numpy(items)
         negatives = self.model.sample_negatives(item_rows)
+        skipped = self.model.skipped_batches
         loss = self.model.learn(
             torch.from_numpy(users), item_rows, negatives, torch.from_numpy(weights)
         )
-        self.events += len(events)
+        if self.model.skipped_batches == skipped:  # a skipped batch leaves popularity alone
+            self.popularity.add(items, weights.astype(np.float64))
+        self._count(EVENTS, len(events))
         learned = time.perf_counter()
         self._dirty_users.update(users.tolist())
         self._dirty_positives.update(items.tolist())
@@ -113,12 +129,20 @@ class OnlineRecommender:
         """Publish what changed since the last successful publish, unless backing off.
 
         When the store is down, learning goes on: the changed users and items
-        stay pending and are retried with exponential backoff (capped).
+        stay pending and are retried with exponential backoff (capped). Once it
+        is back, keys published before the outage are probed: if the store lost
+        them (a restart without persistence), every user and item is published
+        again at the next flush.
         """
         if not self.pending or self.clock() < self._retry_at:
             return None
         started = time.perf_counter()
         users = np.fromiter(sorted(self._dirty_users), dtype=np.int64)
+        probes = (
+            [row for row in self.served if row not in self._dirty_users][:LOSS_PROBE_KEYS]
+            if self._outage
+            else []
+        )
         served = (
             self._publish(
                 users,
@@ -130,6 +154,7 @@ class OnlineRecommender:
         )
         seconds = time.perf_counter() - started
         if served is None:
+            self._outage = True
             self.publish_failures += 1
             self._retry_delay = min(max(2 * self._retry_delay, 0.5), MAX_RETRY_SECONDS)
             self._retry_at = self.clock() + self._retry_delay
@@ -143,6 +168,10 @@ class OnlineRecommender:
         self._arrivals.clear()
         self._retry_delay = 0.0
         self._retry_at = 0.0
+        if self._outage:
+            self._outage = False
+            if self._store_lost(probes):
+                self._republish_everything()
         return PublishResult(True, len(users), seconds, freshness)
 
     def forget_user(self, raw: Id) -> None:
@@ -183,11 +212,29 @@ class OnlineRecommender:
         }
         return tensors, manifest
 
-    def load_state(self, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+    @property
+    def events(self) -> int:
+        """Events learned (by every worker of the host, when totals are shared)."""
+        return int(self._totals[EVENTS])
+
+    @property
+    def version(self) -> int:
+        return int(self._totals[VERSION])
+
+    def _count(self, which: int, amount: int) -> None:
+        with self._totals_lock:
+            self._totals[which] += amount
+
+    def load_state(
+        self, tensors: dict[str, torch.Tensor], manifest: dict[str, Any], shared: bool = True
+    ) -> None:
+        """Restore; `shared=False` leaves the host's shared state (tables, registries,
+        popularity, totals) alone: it is restored once for every worker."""
         if manifest["config"] != dataclasses.asdict(self.config):
             raise ValueError(f"checkpoint was written with {manifest['config']}, not {self.config}")
-        self.model.load_state(tensors)
-        self.popularity.load_state(tensors)
+        self.model.load_state(tensors, shared)
+        if shared:
+            self.popularity.load_state(tensors)
         served = unpack_lists(tensors["served_offsets"], tensors["served_items"])
         self.served = dict(zip(tensors["served_rows"].tolist(), served, strict=True))
         self._dirty_users = set(tensors["dirty_users"].tolist())
@@ -198,7 +245,8 @@ class OnlineRecommender:
             tensors["popularity_quality_recent"], manifest["popularity_quality"]
         )
         self._doomed_keys = set(manifest["doomed_keys"])
-        self.version, self.events = manifest["version"], manifest["events"]
+        if shared:
+            self._totals[VERSION], self._totals[EVENTS] = manifest["version"], manifest["events"]
 
     def _score_prequential(self, events: Sequence[ViewEvent]) -> None:
         """Before learning: was each event's item in what we were serving its user?"""
@@ -213,6 +261,26 @@ class OnlineRecommender:
             self.quality.observe(served, item_row)
             baseline = self.popularity.top(QUALITY_K, ranking, self.model.history[user])
             self.popularity_quality.observe(baseline, item_row)
+
+    def _store_lost(self, user_rows: list[int]) -> bool:
+        """Whether any of these users' lists, published before an outage, is gone."""
+        keys = self.store.keys
+        try:
+            return any(
+                self.store.get(keys.user_top(self.model.users.raw(row))) is None
+                for row in user_rows
+            )
+        except StoreUnavailable:
+            self._outage = True  # down again: probe after the next successful publish
+            return False
+
+    def _republish_everything(self) -> None:
+        users = self.model.users
+        self._dirty_users.update(
+            row for row, raw in enumerate(users.raws(range(len(users)))) if raw is not None
+        )
+        self._dirty_items.update(range(len(self.model.items)))
+        self._dirty_positives.update(range(len(self.model.items)))
 
     def _delete_doomed(self) -> bool:
         try:
@@ -258,7 +326,7 @@ class OnlineRecommender:
         user_vectors = model.user_table.weight[torch.from_numpy(user_rows)].numpy()
         item_vectors = model.item_table.weight[torch.from_numpy(touched_items)].numpy()
         popular_rows = self.popularity.top(self.config.top_n, self.popularity.ranking())
-        self.version += 1
+        self._count(VERSION, 1)
         publication = Publication(
             model=self.model_name,
             version=self.version,

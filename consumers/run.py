@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -14,21 +16,40 @@ from consumers.http import serve
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService
+from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
 from streamer.settings import kafka_client_options
 
+if TYPE_CHECKING:
+    from consumers.workers import Worker
+
 log = logging.getLogger("recstream.consume")
 
 
-def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) -> None:
-    """Consume until SIGINT/SIGTERM (or `stop`), then finish the batch, publish, commit."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def run_consume(settings: ConsumeSettings) -> int:
+    """One learner, or a supervisor of `--workers N` sharing their tables."""
+    if settings.workers > 1:
+        from consumers.workers import run_workers
+
+        return run_workers(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    run_learner(settings, stop)
+    return 0
+
+
+def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
+    """Consume until `stop` is set, then learn what is held, publish, checkpoint, commit."""
+    name = "recstream.consume" if worker is None else f"recstream.worker-{worker.index}"
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s {name} %(name)s %(message)s"
+    )
     settings.pin_threads()
     registry = CollectorRegistry()
     metrics = LearnerMetrics(registry)
@@ -39,7 +60,8 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
             else 3 * settings.checkpoint_every_seconds + 60
         )
     )
-    server = serve(settings.metrics_addr, settings.metrics_port, registry, health)
+    port = settings.metrics_port + worker.index if worker and settings.metrics_port else 0
+    server = serve(settings.metrics_addr, port or settings.metrics_port, registry, health)
     topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     source = KafkaEventSource(
         settings.bootstrap,
@@ -47,27 +69,31 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
         settings.group,
         settings.auto_offset_reset,
         kafka_client_options(settings.kafka_options, settings.kafka_password),
+        worker=None if worker is None else (worker.index, worker.count),
     )
     store = RedisStore.from_url(
         settings.redis, settings.prefix, settings.redis_options, settings.redis_password
     )
-    checkpoints = (
-        None
-        if settings.checkpoint_dir is None
-        else CheckpointPolicy(
-            Path(settings.checkpoint_dir),
-            settings.checkpoint_every_events,
-            settings.checkpoint_every_seconds,
-            settings.checkpoint_keep,
+    recommender = (
+        OnlineRecommender(settings.model(), store, settings.model_name)
+        if worker is None
+        else OnlineRecommender(
+            settings.model(),
+            store,
+            settings.model_name,
+            storage=worker.storage,
+            popularity=worker.popularity(),
+            totals=worker.totals(),
+            totals_lock=worker.sync.lock,
         )
     )
     service = LearnerService(
         source,
-        OnlineRecommender(settings.model(), store, settings.model_name),
+        recommender,
         metrics,
         batch_size=settings.batch_size,
         max_wait_s=settings.max_wait_s,
-        checkpoints=checkpoints,
+        checkpoints=_checkpoints(settings, worker),
         users_topic=settings.users_topic,
         health=health,
     )
@@ -85,3 +111,20 @@ def run_consume(settings: ConsumeSettings, stop: threading.Event | None = None) 
         store.close()
         server.shutdown()
         log.info("stopped after %d events", service.recommender.events)
+        sys.stderr.flush()
+
+
+def _checkpoints(settings: ConsumeSettings, worker: Worker | None) -> Checkpoints | None:
+    if settings.checkpoint_dir is None:
+        return None
+    policy = CheckpointPolicy(
+        Path(settings.checkpoint_dir),
+        settings.checkpoint_every_events,
+        settings.checkpoint_every_seconds,
+        settings.checkpoint_keep,
+    )
+    if worker is None:
+        return LocalCheckpoints(policy)
+    from consumers.workers import WorkerCheckpoints
+
+    return WorkerCheckpoints(policy, worker)

@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor
 
 from consumers.checkpoint import latest_checkpoint, write_checkpoint
 from consumers.health import Health
@@ -39,6 +42,62 @@ class CheckpointPolicy:
     keep: int = 3
 
 
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A checkpoint's state for this process; `shared` if it includes the tables."""
+
+    tensors: dict[str, Tensor]
+    manifest: dict[str, Any]
+    shared: bool = True
+
+
+Snapshot = Callable[[], tuple[dict[str, Tensor], dict[str, Any]]]
+
+
+class Checkpoints(Protocol):
+    """How a learner process persists its state: alone, or with a host's other workers."""
+
+    policy: CheckpointPolicy
+
+    def due(self, wanted: bool) -> bool:
+        """Whether to checkpoint now, given whether this process wants to."""
+
+    def write(self, snapshot: Snapshot, ready: bool) -> bool:
+        """Persist `snapshot()` (when `ready`: outputs flushed); False if it did not happen.
+
+        The snapshot is taken inside, once every process that shares state has paused.
+        """
+
+    def read(self) -> Restored | None: ...
+
+    def finish(self, checkpoint: Callable[[], bool]) -> None:
+        """The last checkpoint(s) before this process stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCheckpoints:
+    """One process, one checkpoint directory."""
+
+    policy: CheckpointPolicy
+
+    def due(self, wanted: bool) -> bool:
+        return wanted
+
+    def write(self, snapshot: Snapshot, ready: bool) -> bool:
+        if ready:
+            write_checkpoint(self.policy.directory, *snapshot(), self.policy.keep)
+        return ready
+
+    def read(self) -> Restored | None:
+        checkpoint = latest_checkpoint(self.policy.directory)
+        if checkpoint is None:
+            return None
+        return Restored(checkpoint.tensors, checkpoint.manifest)
+
+    def finish(self, checkpoint: Callable[[], bool]) -> None:
+        checkpoint()
+
+
 @dataclass
 class LearnerService:
     """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
@@ -53,7 +112,7 @@ class LearnerService:
     metrics: LearnerMetrics
     batch_size: int = 512
     max_wait_s: float = 0.1
-    checkpoints: CheckpointPolicy | None = None
+    checkpoints: Checkpoints | None = None
     users_topic: str | None = None
     clock: Callable[[], float] = time.monotonic
     health: Health = field(default_factory=Health)
@@ -74,14 +133,14 @@ class LearnerService:
         """Load the newest valid checkpoint and seek to its offsets; False if none."""
         if self.checkpoints is None:
             return False
-        checkpoint = latest_checkpoint(self.checkpoints.directory)
-        if checkpoint is None:
+        restored = self.checkpoints.read()
+        if restored is None:
             return False
-        self.recommender.load_state(checkpoint.tensors, checkpoint.manifest)
-        self.positions = _partition_map(checkpoint.manifest["positions"])
-        self.applied = _partition_map(checkpoint.manifest["applied"])
+        self.recommender.load_state(restored.tensors, restored.manifest, restored.shared)
+        self.positions = _partition_map(restored.manifest["positions"])
+        self.applied = _partition_map(restored.manifest["applied"])
         self.source.seek(self.positions)
-        log.info("restored %s at %s", checkpoint.path.name, sorted(self.positions.items()))
+        log.info("restored a checkpoint at %s", sorted(self.positions.items()))
         return True
 
     def step(self) -> int:
@@ -119,25 +178,24 @@ class LearnerService:
         if self.checkpoints is None:
             self._commit()
         else:
-            self.checkpoint()
+            self.checkpoints.finish(self.checkpoint)
 
     def checkpoint(self) -> bool:
         """Flush outputs, write a checkpoint, commit its offsets; False if it must wait."""
         if self.checkpoints is None:
             return False
         started = time.perf_counter()
+        ready = True
         try:
             self.source.flush_dead_letters()
         except SourceUnavailable as error:
             log.warning("checkpoint postponed: %s", error)
             self.health.mark("checkpoint", False, f"postponed: {error}")
-            return False
+            ready = False
         self._observe_publish(self.recommender.flush())
-        tensors, manifest = self.recommender.state()
-        manifest["positions"] = _partition_list(self.positions)
-        manifest["applied"] = _partition_list(self.applied)
         try:
-            write_checkpoint(self.checkpoints.directory, tensors, manifest, self.checkpoints.keep)
+            if not self.checkpoints.write(self._snapshot, ready):
+                return False
         except OSError as error:  # a full or read-only disk: keep learning, commit nothing
             log.error("checkpoint failed: %s", error)
             self.health.mark("checkpoint", False, str(error))
@@ -150,17 +208,23 @@ class LearnerService:
         self._commit()
         return True
 
+    def _snapshot(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, manifest = self.recommender.state()
+        manifest["positions"] = _partition_list(self.positions)
+        manifest["applied"] = _partition_list(self.applied)
+        return tensors, manifest
+
     def _checkpoint_due(self) -> bool:
-        policy = self.checkpoints
-        if policy is None or self._records_since_checkpoint == 0:
+        if self.checkpoints is None:
             return False
+        policy = self.checkpoints.policy
         by_count = policy.every_events is not None and (
             self._records_since_checkpoint >= policy.every_events
         )
         by_time = policy.every_seconds is not None and (
             self.clock() - self._checkpointed_at >= policy.every_seconds
         )
-        return by_count or by_time
+        return self.checkpoints.due(self._records_since_checkpoint > 0 and (by_count or by_time))
 
     def _commit(self) -> None:
         try:
@@ -212,6 +276,8 @@ class LearnerService:
         if record.value is not None:
             self.metrics.events.labels("user_features").inc()
             return
+        if record.key is not None and not self.source.owns(record.key):
+            return  # another worker of this host holds that user
         if record.key is None:
             self.source.dead_letter(record, "missing_key", "tombstone without a user key")
             self.metrics.dead_letters.labels("missing_key").inc()

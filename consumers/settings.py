@@ -64,6 +64,10 @@ class ConsumeSettings(LearnerSettings):
     checkpoint_every_events: int | None = Field(100_000, ge=1)
     checkpoint_every_seconds: float | None = Field(60.0, gt=0)
     checkpoint_keep: int = Field(3, ge=1)
+    workers: int = Field(1, ge=1, le=64, description="learner processes sharing the tables")
+    max_users: int = Field(10_000_000, ge=1, description="shared table rows (--workers > 1)")
+    max_items: int = Field(1_000_000, ge=1, description="shared table rows (--workers > 1)")
+    shared_dir: str | None = Field(None, description="where shared tables live (/dev/shm)")
     group: str = "recstream-learner"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     redis: str = "redis://127.0.0.1:6379/0"

@@ -14,7 +14,7 @@ from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService
+from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC, ViewEvent
 from streamer.sources.synthetic import SyntheticConfig, synthetic_views
@@ -59,7 +59,7 @@ def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> Lear
         LearnerMetrics(CollectorRegistry()),
         batch_size=100,
         max_wait_s=1e9,
-        checkpoints=CheckpointPolicy(directory, every_events=300, every_seconds=None),
+        checkpoints=LocalCheckpoints(CheckpointPolicy(directory, 300, None)),
         users_topic=USERS_TOPIC,
     )
 

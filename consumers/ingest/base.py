@@ -51,6 +51,10 @@ class EventSource(Protocol):
     def on_revoke(self, handler: RevokeHandler) -> None:
         """Call `handler` with the partitions a rebalance takes away, before it does."""
 
+    def owns(self, key: bytes) -> bool:
+        """Whether views keyed `key` come to this reader (always, unless a host's
+        workers split the partitions among themselves)."""
+
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from consumers.ingest.base import Record, RevokeHandler, SourceUnavailable
@@ -66,7 +67,11 @@ class KafkaEventSource:
         group: str,
         auto_offset_reset: str = "earliest",
         client_config: Mapping[str, Any] | None = None,
+        worker: tuple[int, int] | None = None,
     ) -> None:
+        """`worker=(i, n)`: worker i of a host's n reads the first topic's partitions p
+        with p % n == i (fixed, so each user's state stays with one worker) and every
+        partition of the other topics; offsets are still committed for `group`."""
         config = dict(client_config or {})
         unknown = (
             set(config) - set(KafkaConsumer.DEFAULT_CONFIG) - set(KafkaProducer.DEFAULT_CONFIG)
@@ -84,14 +89,47 @@ class KafkaEventSource:
             auto_offset_reset=auto_offset_reset,
             **_accepted(KafkaConsumer, config),
         )
-        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self.worker = worker
+        self._views_partitions: list[int] = []
+        if worker is None:
+            self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        else:
+            self.consumer.assign(self._worker_partitions(*worker))
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_accepted(KafkaProducer, config)
         )
         self._unsent: list[tuple[Record, list[tuple[str, bytes]]]] = []
         self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
         self._ends: dict[PartitionKey, int] = {}
         self._ends_at = 0.0
+
+    def _worker_partitions(self, index: int, count: int) -> list[TopicPartition]:
+        assigned = []
+        for position, topic in enumerate(self.topics):
+            partitions = self._partitions_of(topic)
+            if position == 0:
+                self._views_partitions = partitions
+                partitions = [p for p in partitions if p % count == index]
+            assigned.extend(TopicPartition(topic, p) for p in partitions)
+        return assigned
+
+    def _partitions_of(self, topic: str) -> list[int]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = self.consumer.partitions_for_topic(topic)
+            if found:
+                return sorted(found)
+            time.sleep(0.5)
+        raise SourceUnavailable(f"topic {topic} has no partitions (does it exist?)")
+
+    def owns(self, key: bytes) -> bool:
+        """Whether the producers' partitioner (murmur2, as Kafka's Java client) sends
+        `key` to one of this worker's partitions."""
+        if self.worker is None:
+            return True
+        index, count = self.worker
+        partition = (murmur2(key) & 0x7FFFFFFF) % len(self._views_partitions)
+        return self._views_partitions[partition] % count == index
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

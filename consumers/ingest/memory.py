@@ -106,6 +106,9 @@ class MemoryEventSource:
     def on_revoke(self, handler: RevokeHandler) -> None:
         """The only member never has partitions taken away."""
 
+    def owns(self, key: bytes) -> bool:
+        return True
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         for (topic, partition), offset in offsets.items():
             self.log.committed[(self.group, topic, partition)] = offset

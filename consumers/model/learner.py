@@ -10,17 +10,12 @@ from torch import Tensor
 
 from consumers.model.config import ModelConfig
 from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
-from consumers.model.packing import pack_lists, unpack_lists
-from consumers.model.registry import IdRegistry
+from consumers.model.packing import pack_lists, section, unpack_lists
 from consumers.model.sampling import uniform_negatives
-from consumers.model.tables import EmbeddingTable, adagrad_rows, coalesce, sgd_rows
+from consumers.model.storage import Storage, local_storage
+from consumers.model.tables import adagrad_rows, coalesce, sgd_rows
 from consumers.model.topn import top_n
 from streamer.events import Id
-
-
-def _section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
-
 
 RowUpdate = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_rows, "sgd": sgd_rows}
@@ -40,13 +35,18 @@ class MatrixFactorization:
     top-N excludes.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        storage: Callable[[ModelConfig, torch.Generator], Storage] = local_storage,
+    ) -> None:
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.users = IdRegistry()
-        self.items = IdRegistry()
-        self.user_table = EmbeddingTable(config.dim, config.init_std, self.generator)
-        self.item_table = EmbeddingTable(config.dim, config.init_std, self.generator)
+        ids_and_rows = storage(config, self.generator)
+        self.users = ids_and_rows.users
+        self.items = ids_and_rows.items
+        self.user_table = ids_and_rows.user_table
+        self.item_table = ids_and_rows.item_table
         self.history: list[set[int]] = []
         self._loss = pairwise_loss(config)
         self._update = UPDATES[config.optimizer]
@@ -84,11 +84,14 @@ class MatrixFactorization:
         tensors.update({f"item_ids.{k}": v for k, v in self.items.state().items()})
         return tensors
 
-    def load_state(self, tensors: dict[str, Tensor]) -> None:
-        self.users = IdRegistry.from_state(_section(tensors, "user_ids."))
-        self.items = IdRegistry.from_state(_section(tensors, "item_ids."))
-        self.user_table.load(tensors["user_weight"], tensors["user_accumulator"])
-        self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
+    def load_state(self, tensors: dict[str, Tensor], shared: bool = True) -> None:
+        """Restore; `shared=False` leaves registries and tables (a host's shared storage,
+        restored once for all its workers) alone."""
+        if shared:
+            self.users.load_state(section(tensors, "user_ids."))
+            self.items.load_state(section(tensors, "item_ids."))
+            self.user_table.load(tensors["user_weight"], tensors["user_accumulator"])
+            self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
         self.history = [
             set(items)
             for items in unpack_lists(tensors["history_offsets"], tensors["history_items"])
@@ -107,9 +110,8 @@ class MatrixFactorization:
     ) -> float:
         """One pairwise step on the batch; returns the weighted mean loss (nan if none)."""
         self.sync_rows()
-        for user, item in zip(user_rows.tolist(), item_rows.tolist(), strict=True):
-            self.history[user].add(item)
         if negatives is None or user_rows.numel() == 0:
+            self._remember(user_rows, item_rows)
             return float("nan")
         users = self.user_table.weight[user_rows]
         positives = self.item_table.weight[item_rows]
@@ -137,13 +139,19 @@ class MatrixFactorization:
             for _, _, weight, accumulator in new_rows
         )
         if not finite:
-            # A poisoned batch (overflowing weights, diverging rows) is dropped whole.
+            # A poisoned batch (overflowing weights, diverging rows) is dropped whole,
+            # histories included.
             self.skipped_batches += 1
             return float("nan")
         for table, rows, weight, accumulator in new_rows:
             table.weight[rows] = weight
             table.accumulator[rows] = accumulator
+        self._remember(user_rows, item_rows)
         return float(mean_loss)
+
+    def _remember(self, user_rows: Tensor, item_rows: Tensor) -> None:
+        for user, item in zip(user_rows.tolist(), item_rows.tolist(), strict=True):
+            self.history[user].add(item)
 
     def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""

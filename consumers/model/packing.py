@@ -55,3 +55,8 @@ def unpack_ids(packed: dict[str, Tensor]) -> list[Id | None]:
         text = data[start:end].decode("utf-8")
         ids.append(None if kind == FORGOTTEN else int(text) if kind == INTEGER else text)
     return ids
+
+
+def section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors named `prefix...`, with the prefix taken off."""
+    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}

@@ -10,10 +10,19 @@ from torch import Tensor
 
 
 class Popularity:
-    """View counts per item row, optionally decayed per event so trends move."""
+    """View counts per item row, optionally decayed per event so trends move.
 
-    def __init__(self, half_life_events: float | None = None) -> None:
-        self._counts = np.zeros(1024)
+    `counts` may be an array shared by a host's workers (fixed size, no decay:
+    the decay scale is per process).
+    """
+
+    def __init__(
+        self, half_life_events: float | None = None, counts: np.ndarray | None = None
+    ) -> None:
+        if counts is not None and half_life_events is not None:
+            raise ValueError("decaying popularity needs counts private to one process")
+        self._fixed = counts is not None
+        self._counts = np.zeros(1024) if counts is None else counts
         self._scale = 1.0
         self._growth = 1.0 if half_life_events is None else 2.0 ** (1.0 / half_life_events)
 
@@ -22,6 +31,8 @@ class Popularity:
             return
         needed = int(item_rows.max()) + 1
         if needed > self._counts.size:
+            if self._fixed:
+                raise ValueError(f"popularity counts hold {self._counts.size:,} items")
             grown = np.zeros(max(needed, int(self._counts.size * 1.5)))
             grown[: self._counts.size] = self._counts
             self._counts = grown
@@ -41,7 +52,12 @@ class Popularity:
         }
 
     def load_state(self, tensors: dict[str, Tensor]) -> None:
-        self._counts = tensors["popularity_counts"].numpy().copy()
+        counts = tensors["popularity_counts"].numpy()
+        if self._fixed:
+            self._counts[:] = 0.0
+            self._counts[: counts.size] = counts
+        else:
+            self._counts = counts.copy()
         self._scale, self._growth = tensors["popularity_scale"].tolist()
 
     def ranking(self) -> np.ndarray:

@@ -65,11 +65,7 @@ class IdRegistry:
     def state(self) -> dict[str, Tensor]:
         return pack_ids(self._ids)
 
-    @classmethod
-    def from_state(cls, packed: dict[str, Tensor]) -> IdRegistry:
-        registry = cls()
-        registry._ids = unpack_ids(packed)
-        registry._rows = {
-            id_text(raw): row for row, raw in enumerate(registry._ids) if raw is not None
-        }
-        return registry
+    def load_state(self, packed: dict[str, Tensor]) -> None:
+        """Replace the contents with a checkpoint's (`state` form)."""
+        self._ids = unpack_ids(packed)
+        self._rows = {id_text(raw): row for row, raw in enumerate(self._ids) if raw is not None}

@@ -19,7 +19,8 @@ class RecommendationStore(Protocol):
     def publish(self, publication: Publication) -> None:
         """Write every key of `publication`; raises `StoreUnavailable` on failure."""
 
-    def get(self, key: str) -> bytes | None: ...
+    def get(self, key: str) -> bytes | None:
+        """The value of a string key (None if absent); raises `StoreUnavailable` on failure."""
 
     def get_hash(self, key: str) -> dict[str, str]: ...
 

@@ -50,7 +50,10 @@ class RedisStore:
             raise StoreUnavailable(str(error)) from error
 
     def get(self, key: str) -> bytes | None:
-        value = self.client.get(key)
+        try:
+            value = self.client.get(key)
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
         return None if value is None else bytes(value)
 
     def get_hash(self, key: str) -> dict[str, str]:

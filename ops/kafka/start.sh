@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts a fresh single-node Kafka 4.1.1 (KRaft, broker + controller in one JVM) on
+# Starts a single-node Kafka 4.1.1 (KRaft, broker + controller in one JVM) on
 # 127.0.0.1:PORT with config, data and logs under DATA_DIR, waits until it serves, and
 # prints the bootstrap address. Stop it with: bash ops/kafka/stop.sh DATA_DIR
+# A DATA_DIR from an earlier start is kept: start again with the same ports to restart.
 # Usage: bash ops/kafka/start.sh PORT DATA_DIR [CONTROLLER_PORT]
 set -euo pipefail
 port=$1
@@ -62,18 +63,24 @@ PROPS
 
 logging=("-Dkafka.logs.dir=$data/logs" "-Dlog4j2.configurationFile=$here/log4j2.properties")
 
-# Format the storage (cluster id: Kafka's Uuid form, 16 random bytes in url-safe base64).
-cluster_id=$(python3 -c 'import base64, os
+# Format the storage (cluster id: Kafka's Uuid form, 16 random bytes in url-safe base64),
+# unless an earlier start formatted it: a restart on the same DATA_DIR (and ports) keeps
+# its cluster id, topics and records (a new id would make the format tool refuse).
+if [ ! -f "$data/log/meta.properties" ]; then
+    cluster_id=$(python3 -c 'import base64, os
 while (u := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"):
     pass
 print(u)')
-# (A short-lived JVM: C1 only and serial GC make it ~1.5 s faster.)
-java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${logging[@]}" \
-    -cp "$lib/*" kafka.tools.StorageTool format --standalone --ignore-formatted \
-    -t "$cluster_id" -c "$data/server.properties" >"$data/logs/format.out" 2>&1 ||
-    { cat "$data/logs/format.out" >&2; exit 1; }
+    # (A short-lived JVM: C1 only and serial GC make it ~1.5 s faster.)
+    java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${logging[@]}" \
+        -cp "$lib/*" kafka.tools.StorageTool format --standalone --ignore-formatted \
+        -t "$cluster_id" -c "$data/server.properties" >"$data/logs/format.out" 2>&1 ||
+        { cat "$data/logs/format.out" >&2; exit 1; }
+fi
 
-# Start the broker in the background.
+# Start the broker in the background (on a restart, the previous run's log moves aside so
+# that the readiness check below reads this run's only).
+if [ -f "$data/logs/server.log" ]; then mv -f "$data/logs/server.log" "$data/logs/server.log.1"; fi
 java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true "${logging[@]}" \
     -cp "$lib/*" kafka.Kafka "$data/server.properties" >"$data/logs/kafka.out" 2>&1 &
 pid=$!
