@@ -127,4 +127,4 @@ def _checkpoints(settings: ConsumeSettings, worker: Worker | None) -> Checkpoint
         return LocalCheckpoints(policy)
     from consumers.workers import WorkerCheckpoints
 
-    return WorkerCheckpoints(policy, worker)
+    return WorkerCheckpoints(policy, worker, settings.topic)

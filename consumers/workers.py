@@ -71,20 +71,27 @@ class HostSync:
 
     def stop(self) -> None:
         """Ask every worker for one last checkpoint together, then to exit."""
-        with self.lock:
+        with self.lock:  # atomic with `WorkerCheckpoints.due`: no epoch is raised after it
             self.epoch.value += 1  # beyond what any worker has written
-        self.stopping.set()
+            self.stopping.set()
 
 
 @dataclass(frozen=True)
-class _HostStop:
+class HostStop:
     """Set when the supervisor says so, or when it is gone (then no last checkpoint)."""
 
     sync: HostSync
     parent: int
 
+    @property
+    def orphaned(self) -> bool:
+        if os.getppid() == self.parent:
+            return False
+        self.sync.barrier.abort()  # release any worker waiting for a checkpoint
+        return True
+
     def is_set(self) -> bool:
-        return self.sync.stopping.is_set() or os.getppid() != self.parent
+        return self.sync.stopping.is_set() or self.orphaned
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,10 @@ class Worker:
     count: int
     layout: SharedLayout
     sync: HostSync
+    parent: int  # the supervisor's pid
+
+    def stop_flag(self) -> HostStop:
+        return HostStop(self.sync, self.parent)
 
     def storage(self, config: Any, generator: torch.Generator) -> Storage:
         return shared_storage(self.layout, config, generator, self.sync.lock)
@@ -113,14 +124,19 @@ class WorkerCheckpoints:
 
     policy: CheckpointPolicy
     worker: Worker
+    views_topic: str
     _done: int = field(default=0, init=False)
 
     def due(self, wanted: bool) -> bool:
-        epoch = self.worker.sync.epoch
-        with self.worker.sync.lock:
-            if wanted and epoch.value <= self._done:
-                epoch.value = self._done + 1
-            return bool(epoch.value > self._done)
+        """Raise the host's epoch when wanted (never once stopping: a worker that has
+        finished would not come); whether an epoch waits for this worker."""
+        if self.worker.stop_flag().orphaned:
+            return False  # the supervisor is gone: no checkpoint may be trusted now
+        sync = self.worker.sync
+        with sync.lock:
+            if wanted and not sync.stopping.is_set() and sync.epoch.value <= self._done:
+                sync.epoch.value = self._done + 1
+            return bool(sync.epoch.value > self._done)
 
     def write(self, snapshot: Snapshot, ready: bool) -> bool:
         worker, sync = self.worker, self.worker.sync
@@ -138,7 +154,12 @@ class WorkerCheckpoints:
                 stage_part(temp, "shared", {k: v for k, v in tensors.items() if is_shared_state(k)})
         sync.barrier.wait()  # every part is staged
         if everyone_ready and worker.index == 0:
-            seal(self.policy.directory, temp, _host_manifest(temp, worker.count), self.policy.keep)
+            seal(
+                self.policy.directory,
+                temp,
+                _host_manifest(temp, worker.count, self.views_topic),
+                self.policy.keep,
+            )
         sync.barrier.wait()  # sealed: offsets may be committed
         return everyone_ready
 
@@ -154,8 +175,9 @@ class WorkerCheckpoints:
             checkpoint()
 
 
-def _host_manifest(temp: Path, workers: int) -> dict[str, Any]:
-    """One manifest for the host: the shared totals, and each worker's own entries."""
+def _host_manifest(temp: Path, workers: int, views_topic: str) -> dict[str, Any]:
+    """One manifest for the host: shared totals, offsets and applied counts per
+    partition, and each worker's own entries."""
     parts = {
         index: json.loads((temp / f"worker-{index}.json").read_text(encoding="utf-8"))
         for index in range(workers)
@@ -168,19 +190,23 @@ def _host_manifest(temp: Path, workers: int) -> dict[str, Any]:
         "config": first["config"],
         "version": max(p["version"] for p in parts.values()),
         "events": first["events"],
+        "positions": _merge_offsets([p["positions"] for p in parts.values()], views_topic),
+        "applied": _merge_offsets([p["applied"] for p in parts.values()], views_topic),
         "workers": {str(index): part for index, part in parts.items()},
     }
 
 
-def _merge_offsets(own: list[list[Any]], others: list[list[list[Any]]]) -> list[list[Any]]:
-    """Own offsets first; a partition that was another worker's takes the lowest seen."""
-    merged = {(t, p): o for t, p, o in own}
-    for rows in others:
-        for topic, partition, offset in rows:
+def _merge_offsets(parts: list[list[list[Any]]], views_topic: str) -> list[list[Any]]:
+    """One value per partition from every worker's: a views partition is read by one
+    worker only (the others hold older copies: take the highest); every worker reads
+    the other topics in full (take the lowest: replaying a tombstone is harmless)."""
+    merged: dict[tuple[str, int], int] = {}
+    for rows in parts:
+        for topic, partition, value in rows:
             key = (topic, partition)
-            if key not in {(t, p) for t, p, _ in own}:
-                merged[key] = min(offset, merged.get(key, offset))
-    return [[t, p, o] for (t, p), o in sorted(merged.items())]
+            pick = max if topic == views_topic else min
+            merged[key] = pick(value, merged.get(key, value))
+    return [[t, p, v] for (t, p), v in sorted(merged.items())]
 
 
 def _worker_state(
@@ -223,7 +249,6 @@ def _worker_state(
     for name in ("dirty_users", "dirty_items", "dirty_positives"):
         tensors[name] = torch.unique(torch.cat([parts[n][name] for n in names] + [empty_rows]))
     zero = {"scored": 0, "hits": 0.0, "gains": 0.0}
-    others = [part for key, part in workers.items() if key != str(index)]
     return Restored(
         tensors,
         {
@@ -234,12 +259,8 @@ def _worker_state(
             "quality": own_manifest.get("quality", zero),
             "popularity_quality": own_manifest.get("popularity_quality", zero),
             "doomed_keys": sorted({k for part in workers.values() for k in part["doomed_keys"]}),
-            "positions": _merge_offsets(
-                own_manifest.get("positions", []), [p["positions"] for p in others]
-            ),
-            "applied": _merge_offsets(
-                own_manifest.get("applied", []), [p["applied"] for p in others]
-            ),
+            "positions": manifest["positions"],
+            "applied": manifest["applied"],
         },
         shared=False,
     )
@@ -270,12 +291,12 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     return True
 
 
-def _worker_main(settings: ConsumeSettings, worker: Worker, parent: int) -> None:
+def _worker_main(settings: ConsumeSettings, worker: Worker) -> None:
     from consumers.run import run_learner
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor says when to stop
         signal.signal(signum, signal.SIG_IGN)
-    run_learner(settings, _HostStop(worker.sync, parent), worker)
+    run_learner(settings, worker.stop_flag(), worker)
 
 
 def run_workers(settings: ConsumeSettings) -> int:
@@ -292,11 +313,11 @@ def run_workers(settings: ConsumeSettings) -> int:
     layout = SharedLayout(directory, settings.max_users, settings.max_items)
     sync = HostSync.create(count)
     try:
-        restore_shared(Worker(0, count, layout, sync), settings)
+        restore_shared(Worker(0, count, layout, sync, os.getpid()), settings)
         processes = [
             SPAWN.Process(
                 target=_worker_main,
-                args=(settings, Worker(index, count, layout, sync), os.getpid()),
+                args=(settings, Worker(index, count, layout, sync, os.getpid())),
                 name=f"recstream-worker-{index}",
             )
             for index in range(count)
