@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("user")
             sub.add_argument("-n", type=int, default=10, help="list length (default 10)")
         _add_flags(sub, settings)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="online learner vs batch peers on MovieLens-100K and synthetic streams",
+        description="prequential and temporal evaluation against popularity, implicit "
+        "(ALS, BPR) and LightFM (WARP, BPR); needs the [bench] extra for the peers",
+    )
+    evaluate.add_argument("--out", default="benchmarks/results", help="JSON, table, plot")
+    evaluate.add_argument("--quick", action="store_true", help="one seed, short streams")
+    evaluate.add_argument("--seeds", type=int, default=None, help="default 3")
+    evaluate.add_argument("--workers", type=int, default=2, help="processes (1 thread each)")
     return parser
 
 
@@ -84,6 +94,13 @@ def load_settings(command: str, flags: dict[str, Any]) -> BaseSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
+    if command == "evaluate":
+        from consumers.evaluation.run import run_evaluation
+
+        run_evaluation(
+            args["out"], quick=args["quick"], seeds=args["seeds"], workers=args["workers"]
+        )
+        return 0
     user, n = args.pop("user", None), args.pop("n", None)
     try:
         settings = load_settings(command, args)

@@ -1,0 +1,108 @@
+"""Everything the evaluation run is parameterised by, with the full and quick presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PEERS = ("implicit-als", "implicit-bpr", "lightfm-warp", "lightfm-bpr")
+
+
+def _default_params() -> dict[str, dict[str, Any]]:
+    """Peer hyper-parameters used when not tuning (and the base of every grid point)."""
+    return {
+        "implicit-als": {"regularization": 0.1, "alpha": 10.0, "iterations": 15},
+        "implicit-bpr": {"learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
+        "lightfm-warp": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+        "lightfm-bpr": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+    }
+
+
+def _service_batch_size() -> int:
+    from consumers.settings import LearnerSettings
+
+    return int(LearnerSettings.model_fields["batch_size"].default)
+
+
+def _grids() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "implicit-als": [
+            {"regularization": reg, "alpha": alpha, "iterations": 15}
+            for reg in (0.1, 1.0, 10.0, 30.0)
+            for alpha in (0.3, 1.0, 10.0)
+        ],
+        # iterations stay at 100: each retrain is the run's most expensive step
+        "implicit-bpr": [
+            {"learning_rate": lr, "regularization": reg, "iterations": 100}
+            for lr in (0.003, 0.01, 0.03)
+            for reg in (0.003, 0.01, 0.03)
+        ],
+        "lightfm-warp": [{"learning_rate": lr} for lr in (0.003, 0.01, 0.05)],
+        "lightfm-bpr": [{"learning_rate": lr} for lr in (0.003, 0.01, 0.05)],
+    }
+
+
+def _diagnostics() -> dict[str, dict[str, Any]]:
+    """What-if variants of our learner, scored on the validation stretch only."""
+    return {
+        "defaults (micro-batch 64)": {},
+        "micro-batch 512": {"step": 512},
+        "learning_rate 0.03": {"learning_rate": 0.03},
+        "learning_rate 0.3": {"learning_rate": 0.3},
+        "3 passes per micro-batch": {"passes": 3},
+        "replay 1x (uniform past events)": {"replay": 1.0},
+        "popularity^0.75 negatives": {"negatives": "popularity"},
+        "item bias (a user column pinned to 1)": {"item_bias": True},
+        "init_std 0.01": {"init_std": 0.01},
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Protocol constants; `quick()` shrinks them to a smoke test of about a minute."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1  # the tail of the training part
+    chunk: int = 1000
+    micro_batch: int = 64
+    # also run our learner at the service's default micro-batch (None: skip)
+    service_micro_batch: int | None = field(default_factory=lambda: _service_batch_size())
+    k: int = 10
+    factors: int = 64
+    window: int = 1000  # scored events per point of the HR-over-stream curves
+    recovery_window: int = 500
+    drift_events: int = 30_000
+    drift_at: float = 0.5
+    drift_test_fraction: float = 2 / 3
+    drift_validation_fraction: float = 0.2  # of the drift stream's training part
+    bootstrap: int = 2000
+    tune: bool = True
+    peers: tuple[str, ...] = PEERS
+    default_params: dict[str, dict[str, Any]] = field(default_factory=_default_params)
+    grids: dict[str, list[dict[str, Any]]] = field(default_factory=_grids)
+    lightfm_epochs: tuple[int, ...] = (2, 5, 10, 20)
+    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        defaults = _default_params()
+        defaults["implicit-bpr"]["iterations"] = 30
+        for name in ("lightfm-warp", "lightfm-bpr"):
+            defaults[name]["epochs"] = 5
+        return cls(
+            seeds=(0,),
+            test_fraction=0.05,
+            drift_events=9_000,
+            window=300,
+            recovery_window=200,
+            bootstrap=500,
+            tune=False,
+            default_params=defaults,
+            diagnostics={},
+            service_micro_batch=None,
+        )
+
+    def with_seeds(self, seeds: int) -> Plan:
+        return replace(self, seeds=tuple(range(seeds)))

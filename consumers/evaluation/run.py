@@ -1,0 +1,312 @@
+"""`run_evaluation`: the whole comparison, from streams to JSON, markdown and a plot.
+
+Jobs run in `workers` processes with one BLAS/OpenMP/torch thread each. Phases:
+tune the peers on the validation stretch (training part only), then evaluate every
+system and seed on MovieLens-100K (temporal split + prequential) and on the drifting
+synthetic stream, plus what-if variants of our learner on the validation stretch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import numpy as np
+
+from consumers.evaluation import machine
+from consumers.evaluation.jobs import (
+    OURS,
+    EvalJob,
+    EvalResult,
+    StreamSpec,
+    SystemSpec,
+    load_stream,
+    run_eval_job,
+)
+from consumers.evaluation.plan import Plan
+from consumers.evaluation.splits import split_point
+from consumers.evaluation.summary import (
+    by_label,
+    curves,
+    drift_table,
+    paired_table,
+    prequential_table,
+    temporal_table,
+)
+from consumers.evaluation.tuning import TuneJob, TuneResult, run_tune_job
+
+ML100K = StreamSpec("ml-100k")
+LIBRARY_OF = {
+    "implicit-als": "implicit",
+    "implicit-bpr": "implicit",
+    "lightfm-warp": "lightfm",
+    "lightfm-bpr": "lightfm",
+}
+# rough relative cost, to start the longest jobs first
+COST_ORDER = ("implicit-bpr", "implicit-als", "lightfm-warp", "lightfm-bpr", OURS)
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_all(
+    jobs: list[J], work: Callable[[J], R], workers: int, log: TextIO, what: str
+) -> list[R]:
+    """Run `work` over `jobs` in `workers` processes (inline when 1); results in job order."""
+    began = time.perf_counter()
+    if workers <= 1:
+        results = []
+        for index, job in enumerate(jobs):
+            results.append(work(job))
+            print(
+                f"  {what} {index + 1}/{len(jobs)} ({time.perf_counter() - began:.0f}s)", file=log
+            )
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures: list[Future[R]] = [pool.submit(work, job) for job in jobs]
+        for done, future in enumerate(_as_done(futures), start=1):
+            future.result()
+            print(f"  {what} {done}/{len(jobs)} ({time.perf_counter() - began:.0f}s)", file=log)
+        return [future.result() for future in futures]
+
+
+def _as_done(futures: Iterable[Future[R]]) -> Iterable[Future[R]]:
+    from concurrent.futures import as_completed
+
+    return as_completed(list(futures))
+
+
+def available_peers(plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """The peers whose library imports here, and why the others are left out."""
+    kept, missing = [], {}
+    for peer in plan.peers:
+        library = LIBRARY_OF[peer]
+        if importlib.util.find_spec(library) is None:
+            missing[peer] = f"{library} is not installed (pip install 'recstream[bench]')"
+        else:
+            kept.append(peer)
+    return kept, missing
+
+
+def _tune_jobs(
+    plan: Plan, peers: list[str], stream: StreamSpec, train_stop: int, val_stop: int
+) -> list[TuneJob]:
+    jobs = []
+    for peer in peers:
+        lightfm = peer.startswith("lightfm")
+        grid = [
+            {**plan.default_params[peer], **point, **({"chunk_epochs": 0} if lightfm else {})}
+            for point in plan.grids[peer]
+        ]
+        jobs.append(
+            TuneJob(
+                stream,
+                peer,
+                grid,
+                train_stop,
+                val_stop,
+                plan.chunk,
+                plan.seeds[0],
+                plan.k,
+                plan.factors,
+                plan.lightfm_epochs if lightfm else (),
+                plan.lightfm_chunk_epochs if lightfm else (),
+            )
+        )
+    return sorted(jobs, key=lambda job: COST_ORDER.index(job.kind))
+
+
+def _eval_jobs(
+    plan: Plan, params: dict[str, dict[str, Any]], stream: StreamSpec, start: int, temporal: bool
+) -> list[EvalJob]:
+    specs = [SystemSpec(kind, peer, seed) for kind, peer in params.items() for seed in plan.seeds]
+    specs += [SystemSpec(OURS, {"step": plan.micro_batch}, seed) for seed in plan.seeds]
+    service = plan.service_micro_batch
+    if service is not None and service != plan.micro_batch:
+        label = f"{OURS}-b{service}"
+        specs += [SystemSpec(OURS, {"step": service}, seed, label) for seed in plan.seeds]
+    specs += [
+        SystemSpec("popularity", {"step": plan.chunk}),
+        SystemSpec("popularity-online", {"step": plan.micro_batch}),
+    ]
+    return [
+        EvalJob(stream, spec, start, plan.chunk, plan.k, plan.factors, temporal) for spec in specs
+    ]
+
+
+def _diagnostic_jobs(plan: Plan, train_stop: int, val_stop: int) -> list[EvalJob]:
+    if not plan.diagnostics:
+        return []
+    seed = plan.seeds[0]
+    specs = [
+        SystemSpec(OURS, {"step": plan.micro_batch, **change}, seed, f"diag: {name}")
+        for name, change in plan.diagnostics.items()
+    ]
+    reference = "diag: popularity-online (reference)"
+    specs.append(SystemSpec("popularity-online", {"step": plan.micro_batch}, seed, reference))
+    return [
+        EvalJob(ML100K, spec, train_stop, plan.chunk, plan.k, plan.factors, False, val_stop)
+        for spec in specs
+    ]
+
+
+def run_evaluation(
+    out_dir: str | Path = "benchmarks/results",
+    quick: bool = False,
+    seeds: int | None = None,
+    workers: int = 2,
+    diagnostics: bool = True,
+    log: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run the evaluation; write `evaluation.json`, `evaluation.md`, `hr_over_stream.png`.
+
+    `quick`: one seed, a short test stretch, no tuning (about a minute). `seeds`
+    overrides the number of seeds. Returns the report written to the JSON file.
+    """
+    log = log if log is not None else sys.stderr
+    machine.pin_threads()  # inherited by the worker processes
+    import torch
+
+    torch.set_num_threads(1)
+    plan = Plan.quick() if quick else Plan()
+    if seeds is not None:
+        plan = plan.with_seeds(seeds)
+    began = time.perf_counter()
+    host = machine.describe()
+    stream = load_stream(ML100K)
+    n = len(stream)
+    test_start = split_point(n, 1.0 - plan.test_fraction)
+    train_stop = split_point(test_start, 1.0 - plan.validation_fraction)
+    drift_spec = StreamSpec("synthetic-drift", plan.drift_events, plan.drift_at)
+    drift_stream = load_stream(drift_spec)
+    drift_start = split_point(len(drift_stream), 1.0 - plan.drift_test_fraction)
+    drift_point = split_point(len(drift_stream), plan.drift_at)
+    peers, missing = available_peers(plan)
+    print(f"recstream evaluate: {len(plan.seeds)} seed(s), peers {peers}", file=log)
+
+    # each stream's peers are tuned on the tail of that stream's own training part
+    drift_train_stop = split_point(drift_start, 1.0 - plan.drift_validation_fraction)
+    tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, drift_spec.name: {}}
+    params = {name: {peer: dict(plan.default_params[peer]) for peer in peers} for name in tuned}
+    if plan.tune and peers:
+        print("tuning the peers on the validation stretches", file=log)
+        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start)
+        jobs += _tune_jobs(plan, peers, drift_spec, drift_train_stop, drift_start)
+        for result in _run_all(jobs, run_tune_job, workers, log, "tuned"):
+            tuned[result.stream][result.kind] = result
+            chosen = params[result.stream][result.kind]
+            params[result.stream][result.kind] = {**chosen, **result.best}
+
+    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True)
+    drift_jobs = _eval_jobs(plan, params[drift_spec.name], drift_spec, drift_start, False)
+    diag_jobs = _diagnostic_jobs(plan, train_stop, test_start) if diagnostics else []
+    everything = sorted(
+        eval_jobs + drift_jobs + diag_jobs,
+        key=lambda job: (
+            COST_ORDER.index(job.system.kind) if job.system.kind in COST_ORDER else 99,
+            job.stream.name != "ml-100k",
+        ),
+    )
+    print(f"evaluating: {len(everything)} jobs", file=log)
+    results = _run_all(everything, run_eval_job, workers, log, "done")
+    ml = [r for r in results if r.job in eval_jobs]
+    drifting = [r for r in results if r.job in drift_jobs]
+    diag = [r for r in results if r.job in diag_jobs]
+
+    report = _report(
+        plan,
+        host,
+        stream,
+        ml,
+        drifting,
+        diag,
+        tuned,
+        params,
+        missing,
+        splits={
+            "events": n,
+            "validation": [train_stop, test_start],
+            "test": [test_start, n],
+            "drift_events": len(drift_stream),
+            "drift_validation": [drift_train_stop, drift_start],
+            "drift_test": [drift_start, len(drift_stream)],
+            "drift_at": drift_point,
+        },
+    )
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    report["machine"]["load_average_at_end"] = machine.load_average()
+    _write(report, Path(out_dir))
+    print(
+        f"wrote {out_dir}/evaluation.json, evaluation.md, hr_over_stream.png "
+        f"in {report['seconds']:.0f}s",
+        file=log,
+    )
+    return report
+
+
+def _report(
+    plan: Plan,
+    host: dict[str, Any],
+    stream: Any,
+    ml: list[EvalResult],
+    drifting: list[EvalResult],
+    diag: list[EvalResult],
+    tuned: dict[str, dict[str, TuneResult]],
+    params: dict[str, dict[str, dict[str, Any]]],
+    missing: dict[str, str],
+    splits: dict[str, Any],
+) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    grouped = by_label(ml)
+    drift_grouped = by_label(drifting)
+    return {
+        "machine": host,
+        "plan": {
+            key: value
+            for key, value in plan.__dict__.items()
+            if key not in ("grids", "default_params", "diagnostics")
+        },
+        "splits": splits,
+        "peers_missing": missing,
+        "hyper_parameters": params,
+        "tuning": {
+            stream_name: {
+                kind: {"best": result.best, "seconds": result.seconds, "trials": result.trials}
+                for kind, result in results.items()
+            }
+            for stream_name, results in tuned.items()
+        },
+        "prequential": prequential_table(grouped),
+        "temporal": temporal_table(grouped),
+        "paired": paired_table(grouped, stream, rng, plan.bootstrap),
+        "curves": curves(grouped, plan.window),
+        "drift": {
+            "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),
+            "prequential": prequential_table(drift_grouped),
+            "curves": curves(drift_grouped, plan.window),
+        },
+        "diagnostics": prequential_table(by_label(diag)),
+    }
+
+
+def _write(report: dict[str, Any], out_dir: Path) -> None:
+    from consumers.evaluation.report import markdown, plot
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out_dir / "evaluation.md").write_text(markdown(report))
+    plot(report, out_dir / "hr_over_stream.png")

@@ -1,0 +1,1 @@
+"""One adapter per recommender under evaluation, all behind `base.System`."""
