@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -46,6 +47,7 @@ def run_consume(settings: ConsumeSettings) -> int:
 
 def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
     """Consume until `stop` is set, then learn what is held, publish, checkpoint, commit."""
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     name = "recstream.consume" if worker is None else f"recstream.worker-{worker.index}"
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {name} %(name)s %(message)s"
@@ -74,8 +76,9 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     store = RedisStore.from_url(
         settings.redis, settings.prefix, settings.redis_options, settings.redis_password
     )
+    publishing = {"search": settings.search(), "publish_interval_s": settings.publish_interval_s}
     recommender = (
-        OnlineRecommender(settings.model(), store, settings.model_name)
+        OnlineRecommender(settings.model(), store, settings.model_name, **publishing)
         if worker is None
         else OnlineRecommender(
             settings.model(),
@@ -85,6 +88,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
             popularity=worker.popularity(),
             totals=worker.totals(),
             totals_lock=worker.sync.lock,
+            **publishing,
         )
     )
     service = LearnerService(

@@ -62,7 +62,7 @@ def test_a_stream_ends_up_as_documented_redis_keys(
     learners.append(learner.start())
     client, prefix = redis_db.client, redis_db.prefix
     wait_for(
-        lambda: meta_events(client, prefix) == 3000, 120, "3000 events learned\n" + learner.log()
+        lambda: meta_events(client, prefix) == 3000, 240, "3000 events learned\n" + learner.log()
     )
 
     watched: dict[str, set[str]] = {}
@@ -126,7 +126,7 @@ def test_malformed_records_are_dead_lettered_with_reasons_and_good_ones_learned(
     learner = Learner(consume_args(kafka_bootstrap, kafka_topic, redis_db), tmp_path / "l.log")
     learners.append(learner.start())
     client, prefix = redis_db.client, redis_db.prefix
-    wait_for(lambda: meta_events(client, prefix) == good, 120, "good events\n" + learner.log())
+    wait_for(lambda: meta_events(client, prefix) == good, 240, "good events\n" + learner.log())
 
     dead = KafkaConsumer(bootstrap_servers=kafka_bootstrap, consumer_timeout_ms=1000)
     dead.assign([TopicPartition(f"{kafka_topic}.dlq", 0)])
