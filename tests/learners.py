@@ -24,14 +24,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout_s`."""
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]
+) -> None:
+    """Poll `condition` until it holds; fail with `what` (called then, if a function:
+    a process log read at the failure, not before) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    told = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {told}")
 
 
 @dataclass

@@ -126,7 +126,9 @@ def test_malformed_records_are_dead_lettered_with_reasons_and_good_ones_learned(
     learner = Learner(consume_args(kafka_bootstrap, kafka_topic, redis_db), tmp_path / "l.log")
     learners.append(learner.start())
     client, prefix = redis_db.client, redis_db.prefix
-    wait_for(lambda: meta_events(client, prefix) == good, 240, "good events\n" + learner.log())
+    wait_for(
+        lambda: meta_events(client, prefix) == good, 240, lambda: "good events\n" + learner.log()
+    )
 
     dead = KafkaConsumer(bootstrap_servers=kafka_bootstrap, consumer_timeout_ms=1000)
     dead.assign([TopicPartition(f"{kafka_topic}.dlq", 0)])
@@ -161,7 +163,9 @@ def test_the_learner_beats_popularity_on_a_planted_stream(
     )
     learners.append(learner.start())
     client, prefix = redis_db.client, redis_db.prefix
-    wait_for(lambda: meta_events(client, prefix) == 30_000, 240, "30000 events\n" + learner.log())
+    wait_for(
+        lambda: meta_events(client, prefix) == 30_000, 240, lambda: "30000 events\n" + learner.log()
+    )
     text = learner.metrics()
     model = metric_value(text, "recstream_online_hit_rate", ranker="model", window="all")
     popular = metric_value(text, "recstream_online_hit_rate", ranker="popularity", window="all")

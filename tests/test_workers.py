@@ -56,7 +56,7 @@ def test_two_workers_survive_a_kill_and_apply_every_event_once(
 
     first = Learner(args, tmp_path / "first.log").start()
     assert first.process is not None
-    wait_for(lambda: meta_events(client, prefix) >= 6000, 180, "learning\n" + first.log())
+    wait_for(lambda: meta_events(client, prefix) >= 6000, 180, lambda: "learning\n" + first.log())
     workers = children(first.process.pid)  # two workers and multiprocessing's tracker
     assert len(workers) >= 2
     first.kill()  # the supervisor dies at once; orphaned workers stop without saving
@@ -67,7 +67,9 @@ def test_two_workers_survive_a_kill_and_apply_every_event_once(
             producer.send(event)
         producer.flush()
     second = Learner(args, tmp_path / "second.log").start()
-    wait_for(lambda: meta_events(client, prefix) == 16_000, 240, "all events\n" + second.log())
+    wait_for(
+        lambda: meta_events(client, prefix) == 16_000, 240, lambda: "all events\n" + second.log()
+    )
     assert second.stop() == 0, second.log()
 
     newest = sorted(checkpoints.glob("ckpt-*"))[-1]
