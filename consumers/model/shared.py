@@ -12,9 +12,9 @@ after comparing the text. Embedding rows themselves are updated without
 locks (Hogwild): concurrent updates of one row may lose a little of a step,
 never corrupt the table.
 
-Each process caches the rows it has resolved. That is safe because ids are
-forgotten only by the worker that owns them (a user's views, and so the
-tombstone that forgets them, reach one worker), which drops its cache entry.
+Each process caches the rows it has resolved (up to CACHE_LIMIT). That is safe
+because ids are forgotten only by the worker that owns them (a user's views, and
+so the tombstone that forgets them, reach one worker), which drops its cache entry.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ import torch
 from torch import Tensor
 
 from consumers.model.packing import FORGOTTEN, INTEGER, STRING, pack_ids, unpack_ids
+from consumers.model.tables import RowStorage
 from streamer.events import Id, id_text
 
 EMPTY, DELETED = 0, -1  # slot values; a live slot holds row + 1
 HEADER_COUNT, HEADER_TEXT, HEADER_INITIALISED = 0, 1, 2
 MEAN_ID_BYTES = 24
+# Rows each process caches (~110 bytes each); past it the cache starts again, so a
+# host with 10M ids does not hold a private dict of them per worker (benchmarks/memory.py).
+CACHE_LIMIT = 1 << 18
 
 
 class Lock(Protocol):
@@ -105,8 +109,13 @@ class SharedIdRegistry:
         found, _ = self._find(text, stable_hash(text))
         if found < 0:
             return None
-        self._cache[key] = found
+        self._remember(key, found)
         return found
+
+    def _remember(self, key: str, row: int) -> None:
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = row
 
     def add(self, raw: Id) -> int:
         key = id_text(raw)
@@ -121,7 +130,7 @@ class SharedIdRegistry:
                 found, slot = self._find(text, digest)  # another writer may have won
                 if found < 0:
                     found = self._insert(raw, text, digest, slot)
-        self._cache[key] = found
+        self._remember(key, found)
         return found
 
     def _insert(self, raw: Id | None, text: bytes, digest: int, slot: int | None) -> int:
@@ -183,7 +192,7 @@ class SharedIdRegistry:
                 self._insert(raw, text, digest, self._find(text, digest)[1])
 
 
-class SharedTable:
+class SharedTable(RowStorage):
     """`EmbeddingTable`'s interface over a fixed-capacity shared table.
 
     Rows are initialised N(0, init_std) once, by whichever process first needs them.
@@ -211,18 +220,6 @@ class SharedTable:
         )
         self._header = open_array(directory, f"{name}.header", "int64", (4,))
         self.rows = int(self._header[HEADER_INITIALISED])
-
-    @property
-    def capacity(self) -> int:
-        return self._weight.shape[0]
-
-    @property
-    def weight(self) -> Tensor:
-        return self._weight[: self.rows]
-
-    @property
-    def accumulator(self) -> Tensor:
-        return self._accumulator[: self.rows]
 
     def grow_to(self, rows: int) -> None:
         if rows <= self.rows:

@@ -9,20 +9,12 @@ GROWTH = 1.5
 MIN_CAPACITY = 1024
 
 
-class EmbeddingTable:
-    """A float32 `rows x dim` table plus one Adagrad accumulator per row.
+class RowStorage:
+    """The live rows of a `capacity x dim` weight matrix and its per-row accumulator."""
 
-    Row-wise Adagrad (one scalar per row, as in TorchRec) keeps optimizer state
-    at 4 bytes a row instead of doubling the table.
-    """
-
-    def __init__(self, dim: int, init_std: float, generator: torch.Generator) -> None:
-        self.dim = dim
-        self.init_std = init_std
-        self._generator = generator
-        self._weight = torch.zeros(MIN_CAPACITY, dim)
-        self._accumulator = torch.zeros(MIN_CAPACITY)
-        self.rows = 0
+    _weight: Tensor
+    _accumulator: Tensor
+    rows: int
 
     @property
     def capacity(self) -> int:
@@ -36,6 +28,22 @@ class EmbeddingTable:
     @property
     def accumulator(self) -> Tensor:
         return self._accumulator[: self.rows]
+
+
+class EmbeddingTable(RowStorage):
+    """A float32 `rows x dim` table plus one Adagrad accumulator per row.
+
+    Row-wise Adagrad (one scalar per row, as in TorchRec) keeps optimizer state
+    at 4 bytes a row instead of doubling the table.
+    """
+
+    def __init__(self, dim: int, init_std: float, generator: torch.Generator) -> None:
+        self.dim = dim
+        self.init_std = init_std
+        self._generator = generator
+        self._weight = torch.zeros(MIN_CAPACITY, dim)
+        self._accumulator = torch.zeros(MIN_CAPACITY)
+        self.rows = 0
 
     def load(self, weight: Tensor, accumulator: Tensor) -> None:
         """Replace the live rows (restoring a checkpoint)."""
