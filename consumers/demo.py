@@ -28,7 +28,13 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
     settings.pin_threads()
     log = MemoryEventLog()
     store = MemoryStore(settings.prefix)
-    recommender = OnlineRecommender(settings.model(), store, settings.model_name)
+    recommender = OnlineRecommender(
+        settings.model(),
+        store,
+        settings.model_name,
+        search=settings.search(),
+        publish_interval_s=settings.publish_interval_s,
+    )
     service = LearnerService(
         MemoryEventSource(log, VIEWS_TOPIC, "demo"),
         recommender,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from consumers.model.config import ModelConfig
+from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.learner import MatrixFactorization
 from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.popularity import Popularity
@@ -65,14 +65,21 @@ class OnlineRecommender:
         popularity: Popularity | None = None,
         totals: np.ndarray | None = None,
         totals_lock: Lock | None = None,
+        search: SearchConfig | None = None,
+        publish_interval_s: float = 0.0,
     ) -> None:
         """`storage`, `popularity` and `totals` (events, version) may be shared by a
-        host's workers; `totals_lock` then guards the totals."""
+        host's workers; `totals_lock` then guards the totals. `search` picks exact or
+        approximate top-N. With `publish_interval_s` > 0, `process` publishes at most
+        once per interval: a user updated by several batches in it is written once
+        (`flush`, called by the service when idle and before checkpoints, always
+        publishes)."""
         self.config = config
         self.store = store
         self.model_name = model_name
         self.clock = clock
-        self.model = MatrixFactorization(config, storage)
+        self.publish_interval_s = publish_interval_s
+        self.model = MatrixFactorization(config, storage, search)
         self.popularity = popularity or Popularity()
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
@@ -89,6 +96,7 @@ class OnlineRecommender:
         self._retry_delay = 0.0
         self._retry_at = 0.0
         self._outage = False
+        self._published_at = float("-inf")
 
     @property
     def pending(self) -> bool:
@@ -105,25 +113,45 @@ class OnlineRecommender:
         items = self.model.items.add_many(event.item for event in events)
         with np.errstate(over="ignore"):  # a weight over float32's range: inf, batch skipped
             weights = np.fromiter((event.weight for event in events), dtype=np.float32)
-        item_rows = torch.from_numpy(items)
-        negatives = self.model.sample_negatives(item_rows)
-        skipped = self.model.skipped_batches
-        loss = self.model.learn(
-            torch.from_numpy(users), item_rows, negatives, torch.from_numpy(weights)
+        loss, applied, negatives = self._learn(
+            torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(weights)
         )
-        if self.model.skipped_batches == skipped:  # a skipped batch leaves popularity alone
+        if applied:  # a skipped batch leaves popularity alone
             self.popularity.add(items, weights.astype(np.float64))
         self._count(EVENTS, len(events))
         learned = time.perf_counter()
         self._dirty_users.update(users.tolist())
         self._dirty_positives.update(items.tolist())
         self._dirty_items.update(items.tolist())
-        if negatives is not None:
-            self._dirty_items.update(negatives.tolist())
+        self._dirty_items.update(negatives)
         room = MAX_PENDING_ARRIVALS - len(self._arrivals)
         times = [event.ts for event in events] if arrivals is None else list(arrivals)
         self._arrivals.extend(times[: max(room, 0)])
-        return BatchResult(len(events), loss, learned - started, self.flush())
+        due = self.clock() - self._published_at >= self.publish_interval_s
+        return BatchResult(len(events), loss, learned - started, self.flush() if due else None)
+
+    def _learn(
+        self, user_rows: torch.Tensor, item_rows: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[float, bool, set[int]]:
+        """`config.passes` steps on one batch, with fresh negatives each pass.
+
+        Returns the first pass's loss (the batch not yet learned), whether that pass
+        was applied, and every negative row used. A skipped (non-finite) pass ends
+        the batch: the passes before it stand.
+        """
+        model = self.model
+        loss, used = float("nan"), set[int]()
+        for done in range(self.config.passes):
+            negatives = model.sample_negatives(item_rows, user_rows)
+            skipped = model.skipped_batches
+            step_loss = model.learn(user_rows, item_rows, negatives, weights)
+            if model.skipped_batches != skipped:
+                return loss, done > 0, used
+            loss = step_loss if done == 0 else loss
+            if negatives is None:  # fewer than two items: nothing to contrast yet
+                break
+            used.update(negatives.tolist())
+        return loss, True, used
 
     def flush(self) -> PublishResult | None:
         """Publish what changed since the last successful publish, unless backing off.
@@ -160,6 +188,7 @@ class OnlineRecommender:
             self._retry_at = self.clock() + self._retry_delay
             return PublishResult(False, 0, seconds, np.empty(0))
         published_at = self.clock()
+        self._published_at = published_at
         self.served.update(served)
         freshness = published_at - np.asarray(self._arrivals)
         self._dirty_users.clear()
@@ -250,16 +279,23 @@ class OnlineRecommender:
 
     def _score_prequential(self, events: Sequence[ViewEvent]) -> None:
         """Before learning: was each event's item in what we were serving its user?"""
-        ranking = self.popularity.ranking()
+        scored = []
         for event in events:
             user = self.model.users.row(event.user)
             served = None if user is None else self.served.get(user)
-            if user is None or served is None:
-                continue
-            item = self.model.items.row(event.item)
+            if user is not None and served is not None:
+                scored.append((user, served, self.model.items.row(event.item)))
+        if not scored:
+            return
+        history = self.model.history
+        # The baseline needs no more of the ranking than K past the longest history.
+        longest = max(len(history[user]) for user, _, _ in scored)
+        items = len(self.model.items)
+        ranking = self.popularity.ranking(QUALITY_K + longest, items).tolist()
+        for user, served, item in scored:
             item_row = -1 if item is None else item
             self.quality.observe(served, item_row)
-            baseline = self.popularity.top(QUALITY_K, ranking, self.model.history[user])
+            baseline = self.popularity.top(QUALITY_K, ranking, history[user])
             self.popularity_quality.observe(baseline, item_row)
 
     def _store_lost(self, user_rows: list[int]) -> bool:
@@ -310,6 +346,7 @@ class OnlineRecommender:
         """Write one publication; the new served top-k per user row, or None on failure."""
         model = self.model
         n = self.config.top_n
+        model.items_moved(touched_items.tolist())
         user_tops: dict[Id, RankedList] = {}
         served: dict[int, list[int]] = {}
         for row, ranked in self._ranked(
@@ -325,7 +362,7 @@ class OnlineRecommender:
         }
         user_vectors = model.user_table.weight[torch.from_numpy(user_rows)].numpy()
         item_vectors = model.item_table.weight[torch.from_numpy(touched_items)].numpy()
-        popular_rows = self.popularity.top(self.config.top_n, self.popularity.ranking())
+        popular_rows = self.popularity.top(n, self.popularity.ranking(n, len(model.items)))
         self._count(VERSION, 1)
         publication = Publication(
             model=self.model_name,

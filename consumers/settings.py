@@ -11,7 +11,13 @@ import torch
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.model.config import LossName, ModelConfig, OptimizerName
+from consumers.model.config import (
+    LossName,
+    ModelConfig,
+    OptimizerName,
+    SearchConfig,
+    TopNIndexName,
+)
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
 from streamer.settings import JsonObject
@@ -33,6 +39,12 @@ class LearnerSettings(BaseSettings):
     max_wait_s: float = Field(0.1, ge=0)
     prefix: str = DEFAULT_PREFIX
     threads: int = Field(1, ge=1, description="torch intra-op threads of this process")
+    publish_interval_s: float = Field(
+        0.0, ge=0, description="publish at most once per interval (0: every batch)"
+    )
+    topn_index: TopNIndexName = Field("exact", description="exact or ann (HNSW, hnswlib)")
+    ann_min_items: int = Field(100_000, ge=1, description="items before ann replaces exact")
+    ann_refresh_every: int = Field(10, ge=1, description="publishes between ANN refreshes")
 
     def model(self) -> ModelConfig:
         return ModelConfig(
@@ -43,6 +55,13 @@ class LearnerSettings(BaseSettings):
             l2=self.l2,
             top_n=self.top_n,
             seed=self.seed,
+        )
+
+    def search(self) -> SearchConfig:
+        return SearchConfig(
+            index=self.topn_index,
+            ann_min_items=self.ann_min_items,
+            refresh_every=self.ann_refresh_every,
         )
 
     def pin_threads(self) -> None:

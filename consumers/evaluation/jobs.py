@@ -20,7 +20,17 @@ from consumers.evaluation.systems.base import System
 from consumers.evaluation.temporal import TemporalResult, evaluate_temporal, temporal_truth
 
 OURS = "recstream"
-MODEL_KEYS = ("dim", "loss", "margin", "optimizer", "learning_rate", "l2", "init_std")
+MODEL_KEYS = (
+    "dim",
+    "loss",
+    "margin",
+    "optimizer",
+    "learning_rate",
+    "l2",
+    "init_std",
+    "negatives",
+    "passes",
+)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER
 
 LAG_REFRESH_SECONDS = 5.0
 DEAD_LETTER_TIMEOUT_S = 30.0
+METADATA_WAIT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if not self.source.revoke_handler or not revoked:
-            return
-        # This runs on kafka-python's IO thread, which must not block on itself:
-        # commits made from the handler are sent asynchronously.
-        self.source.in_rebalance = True
-        try:
-            self.source.revoke_handler([(tp.topic, tp.partition) for tp in revoked])
-        finally:
-            self.source.in_rebalance = False
+        if self.source.revoke_handler and revoked:
+            # This runs on kafka-python's IO thread, which must not block on itself:
+            # commits made from the handler are sent asynchronously.
+            self.source.in_rebalance = True
+            try:
+                self.source.revoke_handler([(tp.topic, tp.partition) for tp in revoked])
+            finally:
+                self.source.in_rebalance = False
+        for tp in revoked:
+            self.source.read_from.pop((tp.topic, tp.partition), None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
+            self.source.read_from.pop((tp.topic, tp.partition), None)
             offset = self.source.seek_offsets.pop((tp.topic, tp.partition), None)
             if offset is not None:
                 self.source.consumer.seek(tp, offset)
@@ -93,6 +96,15 @@ class KafkaEventSource:
         self._views_partitions: list[int] = []
         if worker is None:
             self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+            # Join with the topic's metadata at hand (fetched after subscribing, so the
+            # group coordinator records it): a first join without it assigns nothing and
+            # rejoins once it arrives, and kafka-python 3.0 can hang in that second join
+            # (seen on a loaded machine: the member never gets partitions).
+            deadline = time.monotonic() + METADATA_WAIT_S
+            while not self.consumer.partitions_for_topic(self.topics[0]):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         else:
             self.consumer.assign(self._worker_partitions(*worker))
         self.producer = KafkaProducer(
@@ -102,6 +114,11 @@ class KafkaEventSource:
         self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
         self._ends: dict[PartitionKey, int] = {}
         self._ends_at = 0.0
+        # Per partition, the first offset polled since it was (last) assigned: commits
+        # below it, or for partitions not read since, are stale (see `commit`).
+        self.read_from: dict[PartitionKey, int] = {}
+        # Per partition, the offset after the last record handed out (see `poll`).
+        self.delivered: dict[PartitionKey, int] = {}
 
     def _worker_partitions(self, index: int, count: int) -> list[TopicPartition]:
         assigned = []
@@ -132,19 +149,38 @@ class KafkaEventSource:
         return self._views_partitions[partition] % count == index
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Records not handed out before: a member that lost its partitions without a
+        revocation (its session expired, say while the broker restarted) gets them back
+        at the group's last commit, behind what it already read; those records are
+        dropped and the partition moved past them, so none is applied twice."""
         polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [
-            Record(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.timestamp / 1000.0,
+        records = []
+        for tp, messages in polled.items():
+            key = (tp.topic, tp.partition)
+            delivered = self.delivered.get(key, 0)
+            fresh = [message for message in messages if message.offset >= delivered]
+            if len(fresh) < len(messages):
+                log.warning(
+                    "%s/%d read again from %d: skipped to %d", *key, messages[0].offset, delivered
+                )
+                if not fresh:
+                    self.consumer.seek(tp, delivered)
+            if not fresh:
+                continue
+            self.read_from.setdefault(key, fresh[0].offset)
+            self.delivered[key] = fresh[-1].offset + 1
+            records.extend(
+                Record(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.timestamp / 1000.0,
+                )
+                for message in fresh
             )
-            for messages in polled.values()
-            for message in messages
-        ]
+        return records
 
     def dead_letter(self, record: Record, reason: str, detail: str) -> None:
         headers = [
@@ -178,13 +214,21 @@ class KafkaEventSource:
             raise SourceUnavailable(f"{len(self._unsent)} dead letters not delivered yet")
 
     def commit(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Commit the offsets of partitions read since their assignment, and only those.
+
+        The caller's offsets cover every partition its state has applied, including
+        ones a rebalance gave to another member (which commits them now) or gave back
+        (read again from that member's commit): committing those would rewind the
+        group and have their events applied twice.
+        """
         self.flush_dead_letters()
-        if not offsets:
-            return
         committed = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
             for (topic, partition), offset in offsets.items()
+            if offset >= self.read_from.get((topic, partition), offset + 1)
         }
+        if not committed:
+            return
         try:
             if self.in_rebalance:
                 self.consumer.commit_async(committed)
@@ -196,6 +240,9 @@ class KafkaEventSource:
     def seek(self, offsets: Mapping[PartitionKey, int]) -> None:
         """Seek now where assigned; elsewhere at the next assignment (once)."""
         self.seek_offsets.update(offsets)
+        for key in offsets:  # asked for: read these again, whatever was handed out before
+            self.delivered.pop(key, None)
+            self.read_from.pop(key, None)
         for tp in self.consumer.assignment():
             offset = self.seek_offsets.pop((tp.topic, tp.partition), None)
             if offset is not None:

@@ -7,6 +7,7 @@ from typing import Literal
 
 LossName = Literal["bpr", "triplet"]
 OptimizerName = Literal["adagrad", "sgd"]
+TopNIndexName = Literal["exact", "ann"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,9 @@ class ModelConfig:
     """Matrix factorisation trained by pairwise (BPR or triplet) updates.
 
     The item table is one matrix: positive and negative rows both come from it.
+    Each positive is paired with the highest-scoring of `negatives` uniform draws
+    the user has not watched (1: plain uniform sampling); each micro-batch is
+    learned `passes` times, with fresh negatives every pass.
     """
 
     dim: int = 64
@@ -23,6 +27,8 @@ class ModelConfig:
     learning_rate: float = 0.1
     l2: float = 1e-4
     init_std: float = 0.1
+    negatives: int = 8
+    passes: int = 2
     top_n: int = 20
     seed: int = 0
 
@@ -35,3 +41,31 @@ class ModelConfig:
             raise ValueError("l2, init_std and margin must be >= 0")
         if self.top_n < 1:
             raise ValueError("top_n must be >= 1")
+        if self.negatives < 1 or self.passes < 1:
+            raise ValueError("negatives and passes must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """How top-N lists are searched (not part of the learned state: checkpoints ignore it).
+
+    `index="ann"` searches an HNSW graph (consumers/model/ann.py) once the
+    catalogue has `ann_min_items` items, exact search below that; the graph
+    re-inserts the items moved since its last refresh every `refresh_every`
+    searches (publishes), plus `sweep_rows` further rows in a rolling sweep.
+    """
+
+    index: TopNIndexName = "exact"
+    ann_min_items: int = 100_000
+    refresh_every: int = 10
+    sweep_rows: int = 2_000
+    m: int = 16
+    ef_construction: int = 64
+    ef_search: int = 96  # recall@10 >= 0.95 at 1M items (benchmarks/topn.py)
+    overfetch: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.ann_min_items < 1 or self.refresh_every < 1 or self.sweep_rows < 0:
+            raise ValueError("ann_min_items and refresh_every must be >= 1, sweep_rows >= 0")
+        if self.m < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.overfetch < 1:
+            raise ValueError("m >= 2, ef_construction, ef_search >= 1 and overfetch >= 1")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 
 import torch
 from torch import Tensor
 
-from consumers.model.config import ModelConfig
+from consumers.model.ann import LiveSearch, make_index
+from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
 from consumers.model.packing import pack_lists, section, unpack_lists
-from consumers.model.sampling import uniform_negatives
+from consumers.model.sampling import hardest_negatives, uniform_candidates
 from consumers.model.storage import Storage, local_storage
 from consumers.model.tables import adagrad_rows, coalesce, sgd_rows
 from consumers.model.topn import top_n
@@ -39,8 +40,12 @@ class MatrixFactorization:
         self,
         config: ModelConfig,
         storage: Callable[[ModelConfig, torch.Generator], Storage] = local_storage,
+        search: SearchConfig | None = None,
     ) -> None:
+        """`search` picks exact or approximate top-N (default: exact)."""
         self.config = config
+        self.search = search or SearchConfig()
+        self._live_search: dict[str, LiveSearch] = {}
         self.generator = torch.Generator().manual_seed(config.seed)
         ids_and_rows = storage(config, self.generator)
         self.users = ids_and_rows.users
@@ -98,12 +103,40 @@ class MatrixFactorization:
         ]
         self.generator.set_state(tensors["generator"])
 
-    def sample_negatives(self, item_rows: Tensor) -> Tensor | None:
-        """A random other item per positive; None while fewer than two items exist."""
+    def sample_negatives(self, item_rows: Tensor, user_rows: Tensor | None = None) -> Tensor | None:
+        """One negative per positive; None while fewer than two items exist.
+
+        Draws `config.negatives` uniform candidates per positive and, given the users,
+        keeps the one each user scores highest among those they have not watched (this
+        batch's positives included). Without users: the first draw, plain uniform.
+        """
         self.sync_rows()
         if self.item_table.rows < 2:
             return None
-        return uniform_negatives(item_rows, self.item_table.rows, self.generator)
+        candidates = uniform_candidates(
+            item_rows, self.item_table.rows, self.config.negatives, self.generator
+        )
+        if user_rows is None or self.config.negatives == 1:
+            return candidates[:, 0]
+        users = self.user_table.weight[user_rows].unsqueeze(1)
+        scores = (users * self.item_table.weight[candidates]).sum(dim=2)
+        return hardest_negatives(
+            candidates, scores, self._watched(user_rows, item_rows, candidates)
+        )
+
+    def _watched(self, user_rows: Tensor, item_rows: Tensor, candidates: Tensor) -> Tensor:
+        """Whether each candidate is in its user's history or among their positives here."""
+        batch: dict[int, set[int]] = {}
+        users = user_rows.tolist()
+        for user, item in zip(users, item_rows.tolist(), strict=True):
+            batch.setdefault(user, set()).add(item)
+        return torch.tensor(
+            [
+                [item in self.history[user] or item in batch[user] for item in row]
+                for user, row in zip(users, candidates.tolist(), strict=True)
+            ],
+            dtype=torch.bool,
+        ).reshape(candidates.shape)
 
     def learn(
         self, user_rows: Tensor, item_rows: Tensor, negatives: Tensor | None, weights: Tensor
@@ -153,10 +186,46 @@ class MatrixFactorization:
         for user, item in zip(user_rows.tolist(), item_rows.tolist(), strict=True):
             self.history[user].add(item)
 
+    def items_moved(self, item_rows: Collection[int]) -> None:
+        """Tell the approximate indexes (if any) which item rows changed."""
+        for live in self._live_search.values():
+            live.mark_moved(item_rows)
+
+    def _approximate(self, kind: str) -> LiveSearch | None:
+        """The ANN search for `kind` ("recommend" or "similar"), or None for exact search."""
+        search = self.search
+        if search.index != "ann" or self.item_table.rows < search.ann_min_items:
+            return None
+        live = self._live_search.get(kind)
+        if live is None:
+            index = make_index(
+                "hnsw",
+                self.config.dim,
+                m=search.m,
+                ef_construction=search.ef_construction,
+                ef_search=search.ef_search,
+                capacity=self.item_table.capacity,
+                seed=self.config.seed,
+            )
+            live = LiveSearch(
+                index,
+                search.refresh_every,
+                search.sweep_rows,
+                search.overfetch,
+                normalise=kind == "similar",
+            )
+            self._live_search[kind] = live
+        return live
+
     def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""
         self.sync_rows()
         watched = [self.history[row] for row in user_rows.tolist()]
+        approximate = self._approximate("recommend")
+        if approximate is not None:
+            return approximate.search(
+                self.user_table.weight[user_rows], self.item_table.weight, n, watched
+            )
         exclude_rows = torch.repeat_interleave(
             torch.arange(len(watched)),
             torch.tensor([len(seen) for seen in watched], dtype=torch.long),
@@ -173,5 +242,10 @@ class MatrixFactorization:
     def similar(self, item_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Top-`n` (cosine, item rows) per item, the item itself excluded."""
         self.sync_rows()
+        approximate = self._approximate("similar")
+        if approximate is not None:
+            queries = torch.nn.functional.normalize(self.item_table.weight[item_rows], dim=1)
+            itself = [(row,) for row in item_rows.tolist()]
+            return approximate.search(queries, self.item_table.weight, n, itself)
         normed = torch.nn.functional.normalize(self.item_table.weight, dim=1)
         return top_n(normed[item_rows], normed, n, torch.arange(len(item_rows)), item_rows)

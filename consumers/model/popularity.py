@@ -60,20 +60,31 @@ class Popularity:
             self._counts = counts.copy()
         self._scale, self._growth = tensors["popularity_scale"].tolist()
 
-    def ranking(self) -> np.ndarray:
-        """Item rows, most popular first (ties by row), items never seen left out."""
-        seen = np.flatnonzero(self._counts)
-        order = np.lexsort((seen, -self._counts[seen]))
-        return seen[order]
+    def ranking(self, limit: int | None = None, rows: int | None = None) -> np.ndarray:
+        """Item rows, most popular first (ties by row), items never seen left out;
+        with `limit`, only the first `limit` of them (found without sorting them all);
+        with `rows`, only rows below it are looked at (the items that exist)."""
+        # A snapshot: a host's other workers add to shared counts meanwhile, and numpy's
+        # nonzero raises when the array changes under it.
+        counts = self._counts[:rows].copy()
+        seen = np.flatnonzero(counts)
+        if limit is not None and seen.size > limit:
+            values = counts[seen]
+            kth = np.partition(values, seen.size - limit)[seen.size - limit]
+            seen = seen[values >= kth]  # every row that can be in the first `limit`
+        order = np.lexsort((seen, -counts[seen]))
+        return seen[order][:limit]
 
-    def top(self, n: int, ranking: np.ndarray, exclude: Collection[int] = ()) -> list[int]:
+    def top(
+        self, n: int, ranking: np.ndarray | list[int], exclude: Collection[int] = ()
+    ) -> list[int]:
         """The first `n` rows of `ranking` not in `exclude`."""
         chosen: list[int] = []
-        for row in ranking:
+        for row in ranking.tolist() if isinstance(ranking, np.ndarray) else ranking:
             if len(chosen) == n:
                 break
-            if int(row) not in exclude:
-                chosen.append(int(row))
+            if row not in exclude:
+                chosen.append(row)
         return chosen
 
     def scores(self, rows: list[int]) -> list[float]:

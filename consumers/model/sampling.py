@@ -1,4 +1,4 @@
-"""Negative sampling."""
+"""Negative sampling: uniform candidates, and the hardest one a user has not watched."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import Tensor
 
 
 def uniform_negatives(positives: Tensor, n_items: int, generator: torch.Generator) -> Tensor:
-    """One uniform item per positive, never the positive itself.
+    """One uniform item per entry of `positives` (any shape), never that positive itself.
 
     Draws from the `n_items - 1` other rows and shifts past the positive, so the
     distribution is exactly uniform over the rest. Needs `n_items >= 2`.
@@ -16,3 +16,22 @@ def uniform_negatives(positives: Tensor, n_items: int, generator: torch.Generato
         raise ValueError("negative sampling needs at least two items")
     draws = torch.randint(0, n_items - 1, positives.shape, generator=generator)
     return draws + (draws >= positives).to(draws.dtype)
+
+
+def uniform_candidates(
+    positives: Tensor, n_items: int, count: int, generator: torch.Generator
+) -> Tensor:
+    """`(len(positives), count)` independent uniform negatives per positive."""
+    return uniform_negatives(positives.unsqueeze(1).expand(-1, count), n_items, generator)
+
+
+def hardest_negatives(candidates: Tensor, scores: Tensor, excluded: Tensor) -> Tensor:
+    """Per row, the highest-scoring candidate that is not excluded (WARP's choice of
+    negative, from a fixed number of draws); the first candidate when all are excluded.
+
+    `candidates`, `scores` and `excluded` (bool) are `(batch, count)`.
+    """
+    masked = scores.masked_fill(excluded, float("-inf"))
+    best = masked.argmax(dim=1)
+    best[excluded.all(dim=1)] = 0
+    return candidates.gather(1, best.unsqueeze(1)).squeeze(1)

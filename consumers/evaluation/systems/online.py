@@ -2,13 +2,8 @@
 micro-batch, publishing to an in-memory store after each one.
 
 Scores come from the model tables as they stand before a micro-batch is processed,
-which is the state the service was serving from while those events happened.
-
-What-if knobs exist for diagnostics only (the defaults are the service's behaviour):
-`passes` gives each micro-batch to `process` that many times (more steps per event),
-`replay` follows each micro-batch with `replay x size` events drawn uniformly from the
-stream before it (a replay buffer holding everything), and `negatives` / `item_bias`
-swap in the variants of `whatif`.
+which is the state the service was serving from while those events happened. What-if
+variants change the `ModelConfig` only: the learner runs exactly as the service runs it.
 """
 
 from __future__ import annotations
@@ -49,46 +44,20 @@ class ServedQuality:
 class OnlineLearnerSystem:
     """`OnlineRecommender` (MatrixFactorization + publishing) fed micro-batches of `step`."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        name: str = "recstream",
-        step: int = 64,
-        passes: int = 1,
-        replay: float = 0.0,
-        negatives: str = "uniform",
-        item_bias: bool = False,
-    ) -> None:
+    def __init__(self, config: ModelConfig, name: str = "recstream", step: int = 64) -> None:
         self.name = name
         self.step = step
         self.config = config
-        self.passes = passes
-        self.replay = replay
-        self.negatives = negatives
-        self.item_bias = item_bias
         self.cost = UpdateCost()
-        self._rng = np.random.default_rng(config.seed)
         self.recommender = self._new_recommender()
         self._user_rows = np.zeros(0, dtype=np.int64)
         self._item_rows = np.zeros(0, dtype=np.int64)
 
     def _new_recommender(self) -> OnlineRecommender:
-        recommender = OnlineRecommender(self.config, MemoryStore(), model_name=self.name)
-        if self.negatives == "popularity":
-            from consumers.evaluation.systems.whatif import use_popularity_negatives
-
-            use_popularity_negatives(recommender)
-        elif self.negatives != "uniform":
-            raise ValueError(f"unknown negative sampler {self.negatives!r}")
-        if self.item_bias:
-            from consumers.evaluation.systems.whatif import use_item_bias
-
-            use_item_bias(recommender)
-        return recommender
+        return OnlineRecommender(self.config, MemoryStore(), model_name=self.name)
 
     def fit(self, stream: EncodedStream, stop: int) -> None:
         self.recommender = self._new_recommender()
-        self._rng = np.random.default_rng(self.config.seed)
         self._user_rows = np.zeros(0, dtype=np.int64)
         self._item_rows = np.zeros(0, dtype=np.int64)
         self.update(stream, 0, stop)
@@ -97,19 +66,11 @@ class OnlineLearnerSystem:
         for a in range(start, stop, self.step):
             b = min(a + self.step, stop)
             began = time.perf_counter()
-            learn = publish = 0.0
-            batches = [stream.events[a:b]] * self.passes
-            if self.replay > 0 and a > 0:
-                drawn = self._rng.integers(0, a, size=max(1, round(self.replay * (b - a))))
-                batches.append([stream.events[i] for i in drawn.tolist()])
-            for batch in batches:
-                result = self.recommender.process(batch)
-                learn += result.learn_seconds
-                publish += result.publish.seconds if result.publish else 0.0
+            result = self.recommender.process(stream.events[a:b])
             self.cost.total_seconds.append(time.perf_counter() - began)
             self.cost.events.append(b - a)
-            self.cost.learn_seconds.append(learn)
-            self.cost.publish_seconds.append(publish)
+            self.cost.learn_seconds.append(result.learn_seconds)
+            self.cost.publish_seconds.append(result.publish.seconds if result.publish else 0.0)
             self._map_new_ids(stream, b)
 
     def served_quality(self) -> ServedQuality:

@@ -1,0 +1,215 @@
+"""Checkpoint cost at production size: 1M users x 64 dims, 100k items, ~20 views per user.
+
+Builds a learner state of that size through the public API (registries of string ids,
+tables, histories, popularity), then times what the service does:
+
+- write: `OnlineRecommender.state()` + `write_checkpoint` (safetensors, JSON manifest,
+  sha256, fsync, atomic rename) into a `CheckpointPolicy` directory;
+- read + restore: `latest_checkpoint` (sha256 verified) + `OnlineRecommender.load_state`;
+
+and, as the baseline measured in the same run, a raw dump of the two float32 tables
+(`numpy.tofile` + fsync) and its read back. Reads follow writes, so they hit the page
+cache (a cold read adds disk time). One torch thread, as in a learner process.
+
+    PYTHONPATH=. python benchmarks/checkpoint.py [--users 1000000] [--dir /tmp/x]
+
+Prints a summary and writes `benchmarks/results/checkpoint.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from consumers.checkpoint import latest_checkpoint, write_checkpoint
+from consumers.model.config import ModelConfig
+from consumers.pipeline import OnlineRecommender
+from consumers.service import CheckpointPolicy
+from consumers.sinks.memory import MemoryStore
+
+RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "system": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def build(users: int, items: int, dim: int, history: int, seed: int) -> OnlineRecommender:
+    """A recommender holding `users` x `dim` and `items` x `dim` tables and histories."""
+    recommender = OnlineRecommender(ModelConfig(dim=dim, seed=seed), MemoryStore(), "mf-bpr")
+    model = recommender.model
+    model.users.add_many(f"u{n}" for n in range(users))
+    model.items.add_many(f"i{n}" for n in range(items))
+    model.sync_rows()  # tables initialised N(0, init_std), one history per user
+    rng = np.random.default_rng(seed)
+    watched = rng.integers(0, items, size=(users, history))
+    model.history = [set(row) for row in watched.tolist()]
+    recommender.popularity.add(watched[:, 0].copy())
+    return recommender
+
+
+def timed(action: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def raw_baseline(recommender: OnlineRecommender, directory: Path) -> tuple[float, float, int]:
+    """Dump the float32 tables as bare bytes (+ fsync) and read them back: the floor."""
+    path = directory / "tables.f32"
+    tables = [recommender.model.user_table.weight, recommender.model.item_table.weight]
+
+    def write() -> None:
+        with path.open("wb") as handle:
+            for table in tables:
+                table.numpy().tofile(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _, write_s = timed(write)
+    _, read_s = timed(lambda: np.fromfile(path, dtype=np.float32))
+    size = path.stat().st_size
+    path.unlink()
+    return write_s, read_s, size
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--history", type=int, default=20, help="views per user")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    print(f"building {args.users:,} users x {args.dim} + {args.items:,} items ...", flush=True)
+    recommender, build_s = timed(
+        lambda: build(args.users, args.items, args.dim, args.history, seed=0)
+    )
+    print(f"  built in {build_s:.1f} s", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="recstream-ckpt-bench-", dir=args.dir))
+    policy = CheckpointPolicy(root / "checkpoints", keep=2)
+    runs: list[dict[str, float]] = []
+    try:
+        for _ in range(args.repeats):
+            raw_write_s, raw_read_s, raw_bytes = raw_baseline(recommender, root)
+            (tensors, manifest), state_s = timed(recommender.state)
+            manifest["positions"] = [["recstream.views", 0, args.users * args.history]]
+            manifest["applied"] = [["recstream.views", 0, args.users * args.history]]
+            path, write_s = timed(
+                partial(write_checkpoint, policy.directory, tensors, manifest, policy.keep)
+            )
+            del tensors
+            checkpoint, read_s = timed(lambda: latest_checkpoint(policy.directory))
+            assert checkpoint is not None and checkpoint.path == path
+            restored = OnlineRecommender(recommender.config, MemoryStore(), "mf-bpr")
+            _, restore_s = timed(
+                partial(restored.load_state, checkpoint.tensors, checkpoint.manifest)
+            )
+            assert torch.equal(
+                restored.model.user_table.weight, recommender.model.user_table.weight
+            )
+            assert restored.model.history[-1] == recommender.model.history[-1]
+            runs.append(
+                {
+                    "state_s": state_s,
+                    "write_file_s": write_s,
+                    "write_s": state_s + write_s,
+                    "read_verify_s": read_s,
+                    "restore_s": restore_s,
+                    "read_restore_s": read_s + restore_s,
+                    "bytes_on_disk": directory_bytes(path),
+                    "raw_table_write_s": raw_write_s,
+                    "raw_table_read_s": raw_read_s,
+                    "raw_table_bytes": raw_bytes,
+                }
+            )
+            del checkpoint, restored
+            print(
+                f"  write {runs[-1]['write_s']:.2f} s (state {state_s:.2f} + file {write_s:.2f}),"
+                f" read+restore {runs[-1]['read_restore_s']:.2f} s"
+                f" (read+verify {read_s:.2f} + restore {restore_s:.2f});"
+                f" raw tables: write {raw_write_s:.2f} s, read {raw_read_s:.2f} s",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    # Medians: the box may be shared (its load average is recorded with the machine).
+    median = {name: float(np.median([run[name] for run in runs])) for name in runs[0]}
+    result = {
+        "benchmark": "checkpoint write and restore",
+        "machine": machine(),
+        "shape": {
+            "users": args.users,
+            "items": args.items,
+            "dim": args.dim,
+            "history_per_user": args.history,
+        },
+        "repeats": args.repeats,
+        "median": median,
+        "runs": runs,
+        "ratios": {
+            "bytes_on_disk_per_raw_table_byte": median["bytes_on_disk"] / median["raw_table_bytes"],
+            "write_per_raw_table_write": median["write_s"] / median["raw_table_write_s"],
+            "read_restore_per_raw_table_read": median["read_restore_s"]
+            / median["raw_table_read_s"],
+        },
+        "notes": "reads follow writes (page cache warm); times are medians of the repeats",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    mib = 1 << 20
+    print(
+        f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, 1 torch thread\n"
+        f"{args.users:,} users x {args.dim} + {args.items:,} items, "
+        f"{args.history} views per user (median of {args.repeats}):\n"
+        f"  write        {median['write_s']:6.2f} s   "
+        f"({result['ratios']['write_per_raw_table_write']:.1f}x a raw table dump)\n"
+        f"  read+restore {median['read_restore_s']:6.2f} s   "
+        f"({result['ratios']['read_restore_per_raw_table_read']:.1f}x a raw table read)\n"
+        f"  on disk      {median['bytes_on_disk'] / mib:6.0f} MiB "
+        f"({result['ratios']['bytes_on_disk_per_raw_table_byte']:.2f}x the raw float32 tables,"
+        f" {median['raw_table_bytes'] / mib:.0f} MiB)\n"
+        f"wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

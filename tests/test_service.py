@@ -1,0 +1,296 @@
+"""The service loop under faults, without processes: a dead-letter topic that cannot take
+records, batches that turn non-finite, a store that comes back empty."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaTimeoutError
+from prometheus_client import CollectorRegistry
+
+from consumers.checkpoint import latest_checkpoint
+from consumers.ingest.base import Record, SourceUnavailable
+from consumers.ingest.kafka_source import KafkaEventSource
+from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
+from consumers.metrics import LearnerMetrics
+from consumers.model.config import ModelConfig
+from consumers.pipeline import OnlineRecommender
+from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.sinks.memory import MemoryStore
+from consumers.sinks.schema import Publication, decode_vector
+from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER, VIEWS_TOPIC, ViewEvent
+from tests.learners import wait_for
+
+DLQ = VIEWS_TOPIC + DEAD_LETTER_SUFFIX
+
+
+class DeadLetterOutage(MemoryEventSource):
+    """Dead letters are queued and delivered before any commit, as by KafkaEventSource;
+    while `down`, delivering them fails."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        super().__init__(log, VIEWS_TOPIC, "learners")
+        self.down = False
+        self.queued: list[tuple[Record, str, str]] = []
+
+    def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.queued.append((record, reason, detail))
+
+    def flush_dead_letters(self) -> None:
+        if self.down and self.queued:
+            raise SourceUnavailable("the dead-letter topic is unavailable")
+        for record, reason, detail in self.queued:
+            super().dead_letter(record, reason, detail)
+        self.queued.clear()
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.flush_dead_letters()
+        super().commit(offsets)
+
+
+def service(
+    source: MemoryEventSource, directory: Path | None, batch_size: int = 100
+) -> LearnerService:
+    return LearnerService(
+        source,
+        OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
+        LearnerMetrics(CollectorRegistry()),
+        batch_size=batch_size,
+        max_wait_s=1e9,
+        checkpoints=None
+        if directory is None
+        else LocalCheckpoints(CheckpointPolicy(directory, every_events=100, every_seconds=None)),
+    )
+
+
+def stream_with_one_bad_record(log: MemoryEventLog) -> int:
+    """300 views with a bad record at offset 150 (one partition); returns its offset."""
+    for i in range(300):
+        if i == 150:
+            log.append(VIEWS_TOPIC, b"u1", b"not json")
+        log.send(ViewEvent(f"u{i % 17}", f"i{i % 23}", 1.0), VIEWS_TOPIC)
+    return 150
+
+
+def drain(learner: LearnerService) -> None:
+    while learner.step():
+        pass
+
+
+def committed(log: MemoryEventLog) -> int | None:
+    return log.committed.get(("learners", VIEWS_TOPIC, 0))
+
+
+def test_dead_letter_topic_down_nothing_is_checkpointed_or_committed_past_the_bad_record(
+    tmp_path: Path,
+) -> None:
+    log = MemoryEventLog(partitions=1)
+    stream_with_one_bad_record(log)
+    source = DeadLetterOutage(log)
+    source.down = True
+    learner = service(source, tmp_path)
+    drain(learner)  # 301 records: 3 batches, checkpoints due after each
+    assert learner.recommender.events == 299  # learning goes on (one view still buffered)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and checkpoint.manifest["applied"] == [[VIEWS_TOPIC, 0, 100]]
+    assert committed(log) == 100  # before the bad record, never past it
+    assert not log.partitions_of(DLQ)[0]
+
+    # A crash now: the dead letter dies with the process, but its offset was never
+    # committed, so the restarted learner reads the bad record again.
+    source = DeadLetterOutage(log)
+    restarted = service(source, tmp_path)
+    assert restarted.restore()
+    drain(restarted)
+    restarted.shutdown()
+    letters = log.partitions_of(DLQ)[0]
+    assert [letter.value for letter in letters] == [b"not json"]
+    assert log.headers[(DLQ, 0, 0)][REASON_HEADER] == "not_json"
+    assert committed(log) == 301
+    assert restarted.recommender.events == 300
+
+
+def test_dead_letters_are_delivered_and_committed_once_the_topic_is_back(tmp_path: Path) -> None:
+    log = MemoryEventLog(partitions=1)
+    stream_with_one_bad_record(log)
+    source = DeadLetterOutage(log)
+    source.down = True
+    learner = service(source, tmp_path)
+    drain(learner)
+    assert not learner.checkpoint()  # postponed, not lost
+    source.down = False
+    assert learner.checkpoint()
+    assert [letter.value for letter in log.partitions_of(DLQ)[0]] == [b"not json"]
+    assert committed(log) == 300  # past the bad record now (one view is still buffered)
+
+
+def test_without_checkpoints_commits_wait_for_the_dead_letters_too() -> None:
+    log = MemoryEventLog(partitions=1)
+    stream_with_one_bad_record(log)
+    source = DeadLetterOutage(log)
+    source.down = True
+    learner = service(source, None)
+    drain(learner)  # commits after every batch: the first goes through, the rest wait
+    assert committed(log) == 100
+    source.down = False
+    learner.step()
+    learner.shutdown()
+    assert committed(log) == 301
+    assert len(log.partitions_of(DLQ)[0]) == 1
+
+
+class _FailedSend:
+    def succeeded(self) -> bool:
+        return False
+
+
+class UnreachableProducer:
+    """A dead-letter producer whose topic cannot be reached."""
+
+    def send(self, *args: Any, **kwargs: Any) -> _FailedSend:
+        return _FailedSend()
+
+    def flush(self, timeout: float | None = None) -> None:
+        raise KafkaTimeoutError("dead-letter topic unreachable")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Nothing to release."""
+
+
+def test_kafka_source_keeps_undelivered_dead_letters_and_refuses_to_commit(
+    kafka_bootstrap: str, kafka_topic: str, kafka_admin: KafkaAdminClient
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(kafka_topic, key=b"u1", value=b"not json", partition=0).get(timeout=30)
+    producer.close()
+    group = f"{kafka_topic}.learners"
+    source = KafkaEventSource(kafka_bootstrap, kafka_topic, group)
+    try:
+        polled: list[Record] = []
+        wait_for(lambda: bool(polled.extend(source.poll(10, 0.5)) or polled), 60, "the record")
+        real = source.producer
+        source.producer = UnreachableProducer()
+        source.dead_letter(polled[0], "not_json", "test")
+        offsets = {(kafka_topic, 0): 1}
+        with pytest.raises(SourceUnavailable):
+            source.commit(offsets)
+        with pytest.raises(SourceUnavailable):
+            source.commit(offsets)  # re-sent and failed again: still not committed
+        assert kafka_admin.list_group_offsets(group)[group] == {}
+        source.producer = real
+        source.commit(offsets)
+        found = kafka_admin.list_group_offsets(group)[group]
+        assert found[TopicPartition(kafka_topic, 0)].offset == 1
+    finally:
+        source.close()
+    dead = KafkaConsumer(bootstrap_servers=kafka_bootstrap, consumer_timeout_ms=3000)
+    dead.assign([TopicPartition(f"{kafka_topic}{DEAD_LETTER_SUFFIX}", 0)])
+    dead.seek_to_beginning()
+    letters = [(m.value, dict(m.headers)[REASON_HEADER]) for m in dead]
+    dead.close()
+    assert letters == [(b"not json", b"not_json")]
+
+
+@pytest.mark.parametrize("weight", [1e308, 3e38])  # over float32's range; in range, overflowing
+def test_a_non_finite_batch_is_skipped_counted_and_leaves_every_table_finite(
+    weight: float,
+) -> None:
+    log = MemoryEventLog(partitions=1)
+    learner = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), None, batch_size=10)
+    for i in range(20):
+        log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
+    drain(learner)
+    model, recommender = learner.recommender.model, learner.recommender
+    histories = [set(h) for h in model.history]
+    popularity = recommender.popularity.scores(list(range(len(model.items))))
+    poisoned = [ViewEvent(f"u{i % 4}", f"i{i % 6 + 1}", 1.0) for i in range(9)]
+    for event in [*poisoned, ViewEvent("u0", "i5", 1.0, weight=weight)]:
+        log.send(event, VIEWS_TOPIC)
+    drain(learner)
+
+    registry = learner.metrics.registry
+    labels = {"reason": "non_finite"}
+    assert registry.get_sample_value("recstream_skipped_batches_total", labels) == 1
+    assert model.skipped_batches == 1
+    for table in (model.user_table, model.item_table):
+        assert torch.isfinite(table.weight).all() and torch.isfinite(table.accumulator).all()
+    assert [set(h) for h in model.history] == histories  # the batch left no trace
+    rows = list(range(len(model.items)))  # one more now: the batch's new item, never counted
+    assert recommender.popularity.scores(rows) == [*popularity, 0.0]
+    store = recommender.store
+    assert isinstance(store, MemoryStore)
+    popular = json.loads(store.get("rs:popular") or b"null")
+    assert all(isinstance(s, float) and math.isfinite(s) for s in popular["scores"])
+    for user in ("u0", "u1", "u2", "u3"):
+        assert np.isfinite(decode_vector(store.get(f"rs:user:{user}:vec") or b"")).all()
+
+    for i in range(10):  # and learning goes on
+        log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
+    drain(learner)
+    assert model.skipped_batches == 1 and learner.smoothed_loss is not None
+    assert math.isfinite(learner.smoothed_loss)
+
+
+class WipedStore(MemoryStore):
+    """Fails while `down`; `restart()` brings it back empty (Redis without persistence)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.published_users: list[int] = []
+
+    def publish(self, publication: Publication) -> None:
+        from consumers.sinks.base import StoreUnavailable
+
+        if self.down:
+            raise StoreUnavailable("down for the test")
+        self.published_users.append(len(publication.user_tops))
+        super().publish(publication)
+
+    def restart(self, empty: bool) -> None:
+        if empty:
+            self.strings.clear()
+            self.hashes.clear()
+        self.down = False
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_after_an_outage_a_store_that_lost_its_keys_gets_everything_again(empty: bool) -> None:
+    store, clock = WipedStore(), Clock()
+    recommender = OnlineRecommender(ModelConfig(dim=8, top_n=5), store, clock=clock)
+    users = [f"u{n}" for n in range(30)]
+    recommender.process([ViewEvent(user, n % 7, 1.0) for n, user in enumerate(users)])
+    store.down = True
+    assert recommender.process([ViewEvent("u0", 3, 1.0)]).publish is not None
+    store.restart(empty)
+    clock.now += 60  # past the backoff
+    recommender.process([ViewEvent("u1", 4, 1.0)])
+    assert store.published_users[-1] == 2  # the pending changes first
+    while recommender.pending:
+        recommender.flush()
+    if empty:
+        assert store.published_users[-1] == 30  # then everyone: the store had lost them
+    else:
+        assert store.published_users[-1] == 2  # nothing lost, nothing more to send
+    for user in users:
+        assert store.get(f"rs:user:{user}:top") is not None
+        assert store.get(f"rs:user:{user}:vec") is not None
+    assert all(store.get(f"rs:item:{item}:vec") for item in range(7))
+    assert store.get("rs:popular") is not None
