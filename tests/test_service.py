@@ -166,8 +166,20 @@ class UnreachableProducer:
         """Nothing to release."""
 
 
+class MetadataTimeoutProducer(UnreachableProducer):
+    """A dead-letter producer that cannot even get the topic's metadata (send blocks, then
+    raises, as kafka-python's does after `max_block_ms` with the broker away)."""
+
+    def send(self, *args: Any, **kwargs: Any) -> _FailedSend:
+        raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+
+
+@pytest.mark.parametrize("unreachable", [UnreachableProducer, MetadataTimeoutProducer])
 def test_kafka_source_keeps_undelivered_dead_letters_and_refuses_to_commit(
-    kafka_bootstrap: str, kafka_topic: str, kafka_admin: KafkaAdminClient
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    kafka_admin: KafkaAdminClient,
+    unreachable: type[UnreachableProducer],
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     producer.send(kafka_topic, key=b"u1", value=b"not json", partition=0).get(timeout=30)
@@ -178,7 +190,7 @@ def test_kafka_source_keeps_undelivered_dead_letters_and_refuses_to_commit(
         polled: list[Record] = []
         wait_for(lambda: bool(polled.extend(source.poll(10, 0.5)) or polled), 60, "the record")
         real = source.producer
-        source.producer = UnreachableProducer()
+        source.producer = unreachable()
         source.dead_letter(polled[0], "not_json", "test")
         offsets = {(kafka_topic, 0): 1}
         with pytest.raises(SourceUnavailable):

@@ -153,10 +153,17 @@ class KafkaEventSource:
         revocation (its session expired, say while the broker restarted) gets them back
         at the group's last commit, behind what it already read; those records are
         dropped and the partition moved past them, so none is applied twice."""
-        polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as error:  # the broker away (restarting, say): reconnects next poll
+            log.warning("poll: %s", error)
+            time.sleep(timeout_s)
+            return []
         records = []
         for tp, messages in polled.items():
             key = (tp.topic, tp.partition)
+            if messages:  # read, so ours (where the group had got to, or a seek)
+                self.read_from.setdefault(key, messages[0].offset)
             delivered = self.delivered.get(key, 0)
             fresh = [message for message in messages if message.offset >= delivered]
             if len(fresh) < len(messages):
@@ -167,7 +174,6 @@ class KafkaEventSource:
                     self.consumer.seek(tp, delivered)
             if not fresh:
                 continue
-            self.read_from.setdefault(key, fresh[0].offset)
             self.delivered[key] = fresh[-1].offset + 1
             records.extend(
                 Record(
@@ -193,23 +199,27 @@ class KafkaEventSource:
     def flush_dead_letters(self) -> None:
         unsent, self._unsent = self._unsent, []
         for record, headers in unsent:
-            future = self.producer.send(
-                record.topic + DEAD_LETTER_SUFFIX,
-                key=record.key,
-                value=record.value,
-                headers=headers,
-            )
-            self._in_flight.append((record, headers, future))
-        if not self._in_flight:
-            return
-        try:
-            self.producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
-        except KafkaError as error:
-            log.warning("dead-letter flush: %s", error)
-        in_flight, self._in_flight = self._in_flight, []
-        for record, headers, future in in_flight:
-            if not future.succeeded():
+            try:
+                future = self.producer.send(
+                    record.topic + DEAD_LETTER_SUFFIX,
+                    key=record.key,
+                    value=record.value,
+                    headers=headers,
+                )
+            except KafkaError as error:  # no metadata for the topic in time: later
+                log.warning("dead letter: %s", error)
                 self._unsent.append((record, headers))
+                continue
+            self._in_flight.append((record, headers, future))
+        if self._in_flight:
+            try:
+                self.producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
+            except KafkaError as error:
+                log.warning("dead-letter flush: %s", error)
+            in_flight, self._in_flight = self._in_flight, []
+            for record, headers, future in in_flight:
+                if not future.succeeded():
+                    self._unsent.append((record, headers))
         if self._unsent:
             raise SourceUnavailable(f"{len(self._unsent)} dead letters not delivered yet")
 
@@ -264,13 +274,17 @@ class KafkaEventSource:
                 return {}
             self._ends = {(tp.topic, tp.partition): end for tp, end in ends.items()}
             self._ends_at = time.monotonic()
-        return {
-            (tp.topic, tp.partition): max(
-                0, self._ends.get((tp.topic, tp.partition), 0) - self.consumer.position(tp)
-            )
-            for tp in assigned
-            if (tp.topic, tp.partition) in self._ends
-        }
+        try:
+            return {
+                (tp.topic, tp.partition): max(
+                    0, self._ends.get((tp.topic, tp.partition), 0) - self.consumer.position(tp)
+                )
+                for tp in assigned
+                if (tp.topic, tp.partition) in self._ends
+            }
+        except KafkaError as error:  # a position unknown while the broker is away
+            log.warning("positions: %s", error)
+            return {}
 
     def close(self) -> None:
         self.producer.close(timeout=10)
