@@ -3,7 +3,7 @@
 #   kernel, topn, memory, publish, end_to_end
 # Builds (once) a benchmark environment with the peers and ANN libraries, starts its own
 # Kafka and Redis on free loopback ports (stopped on exit, by their pid files), pins one
-# BLAS/OpenMP/torch thread per process. Needs about 15 minutes on 2 cores (--quick: 5).
+# BLAS/OpenMP/torch thread per process. About 40 minutes on 2 busy cores (--quick: 10).
 # Usage: bash benchmarks/run_all.sh [--quick] [NAME ...]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,11 +21,12 @@ if ! "$venv/bin/python" -c "import $modules" 2>/dev/null; then
     echo "run_all: building the benchmark environment in $venv (first run only)" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip >&2
-    # The project's dependencies and its [bench] extra, then what only these benchmarks use.
+    # The project's dependencies and its [bench] extra (peers, ANN libraries, threadpoolctl).
     "$venv/bin/pip" install -q "$root[bench]" >&2
     "$venv/bin/pip" uninstall -q -y recstream >&2
-    "$venv/bin/pip" install -q implicit scipy hnswlib faiss-cpu usearch threadpoolctl \
-        crc32c hiredis pyinstrument >&2
+    # C CRC-32C for kafka-python and hiredis for redis-py (proposed main dependencies:
+    # benchmarks/README.md "Profile"), and pyinstrument for hot_path.py --profile.
+    "$venv/bin/pip" install -q crc32c hiredis pyinstrument >&2
 fi
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/recstream-bench.XXXXXX")
