@@ -33,6 +33,10 @@ class LearnerSettings(BaseSettings):
     optimizer: OptimizerName = "adagrad"
     learning_rate: float = Field(0.1, gt=0)
     l2: float = Field(1e-4, ge=0)
+    negatives: int = Field(
+        8, ge=1, description="uniform draws per positive; the hardest unwatched one is used"
+    )
+    passes: int = Field(2, ge=1, description="steps on each micro-batch, fresh negatives each")
     top_n: int = Field(20, ge=1, le=1000)
     seed: int = 0
     batch_size: int = Field(512, ge=1)
@@ -53,6 +57,8 @@ class LearnerSettings(BaseSettings):
             optimizer=self.optimizer,
             learning_rate=self.learning_rate,
             l2=self.l2,
+            negatives=self.negatives,
+            passes=self.passes,
             top_n=self.top_n,
             seed=self.seed,
         )

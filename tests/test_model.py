@@ -10,7 +10,7 @@ from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from consumers.model.losses import bpr_loss, triplet_loss
 from consumers.model.registry import IdRegistry
-from consumers.model.sampling import uniform_negatives
+from consumers.model.sampling import hardest_negatives, uniform_candidates, uniform_negatives
 from consumers.model.tables import EmbeddingTable, coalesce
 from consumers.model.topn import top_n
 
@@ -63,6 +63,53 @@ def test_uniform_negatives_never_return_the_positive_and_cover_the_rest() -> Non
 def test_uniform_negatives_need_two_items() -> None:
     with pytest.raises(ValueError, match="two items"):
         uniform_negatives(torch.tensor([0]), 1, torch.Generator())
+
+
+def test_uniform_candidates_are_independent_draws_other_than_the_positive() -> None:
+    positives = torch.tensor([0, 3, 4])
+    candidates = uniform_candidates(positives, 5, 1000, torch.Generator().manual_seed(1))
+    assert candidates.shape == (3, 1000)
+    assert not torch.any(candidates == positives.unsqueeze(1))
+    assert all(len(set(row)) == 4 for row in candidates.tolist())
+
+
+def test_hardest_negative_is_the_top_scoring_candidate_not_excluded() -> None:
+    candidates = torch.tensor([[4, 5, 6], [7, 8, 9], [1, 2, 3]])
+    scores = torch.tensor([[0.1, 0.9, 0.5], [2.0, -1.0, 0.0], [1.0, 2.0, 3.0]])
+    excluded = torch.tensor([[False, False, False], [True, False, False], [True, True, True]])
+    chosen = hardest_negatives(candidates, scores, excluded)
+    assert chosen.tolist() == [5, 9, 1]  # the best; the best not excluded; all excluded: first
+
+
+def test_sample_negatives_picks_the_hardest_of_the_draws_the_user_has_not_watched() -> None:
+    model = MatrixFactorization(ModelConfig(dim=4, negatives=6, seed=2))
+    model.users.add_many(["a", "b"])
+    model.items.add_many(range(30))
+    model.sync_rows()
+    model.history[0] = {1, 2, 3, 4, 5}
+    users, items = torch.tensor([0, 0, 1]), torch.tensor([7, 8, 9])
+    replay = torch.Generator().manual_seed(0)
+    replay.set_state(model.generator.get_state())
+    negatives = model.sample_negatives(items, users)
+    candidates = uniform_candidates(items, 30, 6, replay)
+    scores = model.user_table.weight[users] @ model.item_table.weight.T
+    watched = [{1, 2, 3, 4, 5, 7, 8}, {1, 2, 3, 4, 5, 7, 8}, {9}]
+    for row, negative in enumerate(negatives.tolist()):
+        allowed = [c for c in candidates[row].tolist() if c not in watched[row]]
+        assert negative == max(allowed, key=lambda c: float(scores[row, c]))
+
+
+def test_sample_negatives_never_returns_an_item_the_user_watched() -> None:
+    model = MatrixFactorization(ModelConfig(dim=4, negatives=64))
+    model.users.add_many(["a"])
+    model.items.add_many(range(10))
+    model.sync_rows()
+    model.history[0] = {0, 1, 2, 3, 4}
+    items = torch.full((500,), 5)
+    negatives = model.sample_negatives(items, torch.zeros(500, dtype=torch.long))
+    assert negatives is not None
+    assert set(negatives.tolist()) <= {6, 7, 8, 9}
+    assert model.sample_negatives(items[:3]) is not None  # without users: uniform, any item
 
 
 def test_registry_grows_without_collisions_and_keeps_raw_ids() -> None:

@@ -356,8 +356,10 @@ def _diagnostics(report: dict[str, Any]) -> list[str]:
     return [
         "## What-if variants of our learner (validation stretch only, one seed)",
         "",
-        "Same prequential protocol on the validation stretch; each row changes one thing "
-        "in the evaluation harness, not in the learner.",
+        "Same prequential protocol on the validation stretch (learn what precedes it, "
+        "then test-then-train through it; the test part is never read); each row changes "
+        "one setting of the learner's `ModelConfig` (or its micro-batch) from the defaults. "
+        "One seed: seed-to-seed sd of HR@10 is about 0.004 here.",
         "",
         *_table(["variant", "HR@10 (common)", "NDCG@10 (common)", "HR@10 (own set)"], rows),
     ]

@@ -58,6 +58,12 @@ def _pad(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
 
 
+def _last_write(rows: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row once, with the last vector given for it."""
+    unique, first = np.unique(np.asarray(rows, dtype=np.int64)[::-1], return_index=True)
+    return unique, np.asarray(vectors, dtype=np.float32)[::-1][first]
+
+
 def exact_top_k(
     queries: Tensor,
     vectors: Tensor,
@@ -110,6 +116,7 @@ class ExactIndex:
     def update(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         if rows.size == 0:
             return
+        rows, vectors = _last_write(rows, vectors)
         needed = int(rows.max()) + 1
         capacity = self._vectors.shape[0]
         if needed > capacity:
@@ -187,8 +194,7 @@ class HnswIndex:
     def update(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         if rows.size == 0:
             return
-        rows, first = np.unique(np.asarray(rows, dtype=np.int64)[::-1], return_index=True)
-        vectors = np.asarray(vectors, dtype=np.float32)[::-1][first]  # last write wins
+        rows, vectors = _last_write(rows, vectors)
         capacity = int(self._index.get_max_elements())
         new = len(self) + rows.size  # an upper bound: some rows may be replacements
         if new > capacity:
