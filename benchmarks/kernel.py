@@ -1,6 +1,8 @@
-"""Learning kernel: triplets/s of our update step (MatrixFactorization.learn with its negative
-sampling, one batch at a time) next to implicit's BPR (Cython, the peer) on the same
-interactions and one thread each, at dims 32/64/128 and several batch sizes.
+"""Learning kernel: triplets/s of our update step (MatrixFactorization.learn: candidate draws,
+the compiled kernel, histories; one batch at a time) next to implicit's BPR (Cython, the
+peer) on the same interactions and one thread each, at dims 32/64/128 and several batch
+sizes; with one uniform negative (implicit's sampling: the target) and with the default
+hardest of 8 draws (8 more dot products and history probes per triplet).
 
 Interactions: 50k users x 20k items, 400k views, item popularity Zipf-like. implicit
 samples its own triplets per epoch (as many as views); we run the views in order.
@@ -13,6 +15,7 @@ same order (a dot product and three row updates per triplet).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from typing import Any
 
@@ -34,26 +37,26 @@ def interactions(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ours(
-    dim: int, batch: int, users: np.ndarray, items: np.ndarray, limit: int
+    dim: int, batch: int, negatives: int, users: np.ndarray, items: np.ndarray, limit: int
 ) -> tuple[float, float]:
-    """(triplets per wall second, per CPU second)."""
+    """(triplets per wall second, per CPU second): `MatrixFactorization.learn`, one pass,
+    the hardest of `negatives` uniform draws; histories recorded as the service does."""
     import torch
 
     from consumers.model.config import ModelConfig
     from consumers.model.learner import MatrixFactorization
 
-    model = MatrixFactorization(ModelConfig(dim=dim))
+    model = MatrixFactorization(ModelConfig(dim=dim, negatives=negatives, passes=1))
     model.users.add_many(range(USERS))
     model.items.add_many(range(ITEMS))
     model.sync_rows()
     u, i = torch.from_numpy(users[:limit]), torch.from_numpy(items[:limit])
     weights = torch.ones(batch)
-    model.learn(u[:batch], i[:batch], model.sample_negatives(i[:batch]), weights)  # warm
+    model.learn(u[:batch], i[:batch], weights)  # warm (compiled code loaded)
     done = 0
     with Timer() as t:
         while done + batch <= limit:
-            rows = i[done : done + batch]
-            model.learn(u[done : done + batch], rows, model.sample_negatives(rows), weights)
+            model.learn(u[done : done + batch], i[done : done + batch], weights)
             done += batch
     return done / t.seconds, done / t.cpu_seconds
 
@@ -94,12 +97,15 @@ def main() -> None:
         # then hit both alike. Rates per CPU second count the work, not the waiting.
         epochs = 1 if args.quick else 2
         peer = tuple(map(max, *(implicit_bpr(dim, users, items, epochs) for _ in range(2))))
-        for batch in batches:
+        for negatives, batch in itertools.product((1, 8), batches):
             limit = min(VIEWS, max(40 * batch, 100_000 if args.quick else 200_000))
-            wall, cpu = map(max, *(ours(dim, batch, users, items, limit) for _ in range(2)))
+            wall, cpu = map(
+                max, *(ours(dim, batch, negatives, users, items, limit) for _ in range(2))
+            )
             rows.append(
                 {
                     "dim": dim,
+                    "negatives": negatives,
                     "batch": batch,
                     "ours_triplets_per_s": round(wall),
                     "ours_triplets_per_cpu_s": round(cpu),
@@ -109,15 +115,19 @@ def main() -> None:
                 }
             )
             print(
-                f"dim {dim:>3} batch {batch:>6}: ours {cpu:>11,.0f}/cpu-s ({wall:>11,.0f}/s)"
+                f"dim {dim:>3} negatives {negatives} batch {batch:>6}: "
+                f"ours {cpu:>11,.0f}/cpu-s ({wall:>11,.0f}/s)"
                 f"  implicit BPR {peer[1]:>11,.0f}/cpu-s ({peer[0]:>11,.0f}/s)"
                 f"  ratio {cpu / peer[1]:.3f}"
             )
-    best64 = max(r["ours_triplets_per_cpu_s"] for r in rows if r["dim"] == 64)
-    peer64 = next(r["implicit_bpr_triplets_per_cpu_s"] for r in rows if r["dim"] == 64)
+    at64 = [r for r in rows if r["dim"] == 64]
+    best64 = max(r["ours_triplets_per_cpu_s"] for r in at64 if r["negatives"] == 1)
+    hardest64 = max(r["ours_triplets_per_cpu_s"] for r in at64 if r["negatives"] == 8)
+    peer64 = at64[0]["implicit_bpr_triplets_per_cpu_s"]
     met = best64 >= TARGET
     print(
-        f"dim 64, best batch: {best64:,} triplets per CPU second (implicit: {peer64:,}); "
+        f"dim 64, best batch: {best64:,} triplets per CPU second with a uniform negative "
+        f"({hardest64:,} with the hardest of 8; implicit: {peer64:,}); "
         f"target {TARGET:,}: {verdict(met)}"
     )
     write(
@@ -130,6 +140,7 @@ def main() -> None:
             "rows": rows,
             "target_triplets_per_s_per_core_dim64": TARGET,
             "best_dim64": best64,
+            "best_dim64_hardest_of_8": hardest64,
             "met": met,
         },
     )

@@ -88,9 +88,10 @@ class LearnerMetrics:
             "When the newest durable checkpoint was written.",
             registry=registry,
         )
-        self.skipped_batches = Counter(
-            "recstream_skipped_batches",
-            "Micro-batches dropped whole, by reason (non_finite: loss or rows not finite).",
+        self.skipped_events = Counter(
+            "recstream_skipped_events",
+            "Views not learned, by reason (non_finite: the update would leave a loss or row "
+            "non-finite).",
             ["reason"],
             registry=registry,
         )

@@ -111,47 +111,26 @@ class OnlineRecommender:
         self._score_prequential(events)
         users = self.model.users.add_many(event.user for event in events)
         items = self.model.items.add_many(event.item for event in events)
-        with np.errstate(over="ignore"):  # a weight over float32's range: inf, batch skipped
+        with np.errstate(over="ignore"):  # a weight over float32's range: inf, view skipped
             weights = np.fromiter((event.weight for event in events), dtype=np.float32)
-        loss, applied, negatives = self._learn(
+        step = self.model.learn(
             torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(weights)
         )
-        if applied:  # a skipped batch leaves popularity alone
-            self.popularity.add(items, weights.astype(np.float64))
-        self._count(EVENTS, len(events))
+        loss = step.loss
+        # Skipped (non-finite) views leave popularity and the published lists alone.
+        users, items, weights = users[step.learned], items[step.learned], weights[step.learned]
+        self.popularity.add(items, weights.astype(np.float64))
+        self._count(EVENTS, len(users))
         learned = time.perf_counter()
         self._dirty_users.update(users.tolist())
         self._dirty_positives.update(items.tolist())
         self._dirty_items.update(items.tolist())
-        self._dirty_items.update(negatives)
+        self._dirty_items.update(step.negatives.tolist())
         room = MAX_PENDING_ARRIVALS - len(self._arrivals)
         times = [event.ts for event in events] if arrivals is None else list(arrivals)
         self._arrivals.extend(times[: max(room, 0)])
         due = self.clock() - self._published_at >= self.publish_interval_s
         return BatchResult(len(events), loss, learned - started, self.flush() if due else None)
-
-    def _learn(
-        self, user_rows: torch.Tensor, item_rows: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[float, bool, set[int]]:
-        """`config.passes` steps on one batch, with fresh negatives each pass.
-
-        Returns the first pass's loss (the batch not yet learned), whether that pass
-        was applied, and every negative row used. A skipped (non-finite) pass ends
-        the batch: the passes before it stand.
-        """
-        model = self.model
-        loss, used = float("nan"), set[int]()
-        for done in range(self.config.passes):
-            negatives = model.sample_negatives(item_rows, user_rows)
-            skipped = model.skipped_batches
-            step_loss = model.learn(user_rows, item_rows, negatives, weights)
-            if model.skipped_batches != skipped:
-                return loss, done > 0, used
-            loss = step_loss if done == 0 else loss
-            if negatives is None:  # fewer than two items: nothing to contrast yet
-                break
-            used.update(negatives.tolist())
-        return loss, True, used
 
     def flush(self) -> PublishResult | None:
         """Publish what changed since the last successful publish, unless backing off.
@@ -288,14 +267,15 @@ class OnlineRecommender:
         if not scored:
             return
         history = self.model.history
+        user_rows = np.fromiter((user for user, _, _ in scored), np.int64, len(scored))
         # The baseline needs no more of the ranking than K past the longest history.
-        longest = max(len(history[user]) for user, _, _ in scored)
-        items = len(self.model.items)
-        ranking = self.popularity.ranking(QUALITY_K + longest, items).tolist()
-        for user, served, item in scored:
+        longest = int(history.counts(user_rows).max())
+        ranking = self.popularity.ranking(QUALITY_K + longest, len(self.model.items))
+        unwatched = ~history.watched(user_rows[:, None], ranking[None, :])
+        for (_, served, item), allowed in zip(scored, unwatched, strict=True):
             item_row = -1 if item is None else item
             self.quality.observe(served, item_row)
-            baseline = self.popularity.top(QUALITY_K, ranking, history[user])
+            baseline = ranking[allowed][:QUALITY_K].tolist()
             self.popularity_quality.observe(baseline, item_row)
 
     def _store_lost(self, user_rows: list[int]) -> bool:

@@ -259,9 +259,9 @@ class LearnerService:
         for record in records:
             if record.topic == self.users_topic:
                 self._apply_user_record(record)
-        skipped = self.recommender.model.skipped_batches
+        skipped = self.recommender.model.skipped_events
         if skipped > self._skipped_seen:
-            self.metrics.skipped_batches.labels("non_finite").inc(skipped - self._skipped_seen)
+            self.metrics.skipped_events.labels("non_finite").inc(skipped - self._skipped_seen)
             self._skipped_seen = skipped
         for record in records:
             key = (record.topic, record.partition)

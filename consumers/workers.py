@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from consumers.checkpoint import latest_checkpoint, seal, stage_part, staging_dir
-from consumers.model.packing import pack_lists, section, unpack_lists
+from consumers.model.history import History
+from consumers.model.packing import section
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock, open_array
 from consumers.model.storage import SharedLayout, Storage, is_shared_state, shared_storage
@@ -222,16 +223,10 @@ def _worker_state(
     names = sorted(name for name in parts if name.startswith("worker-"))
     own = parts.get(f"worker-{index}", {})
     own_manifest = workers.get(str(index), {})
-    histories: list[set[int]] = []
+    histories = History()
     for name in names:
-        tensors = parts[name]
-        for row, items in enumerate(
-            unpack_lists(tensors["history_offsets"], tensors["history_items"])
-        ):
-            if row == len(histories):
-                histories.append(set())
-            histories[row].update(items)
-    history_offsets, history_items = pack_lists(histories)
+        histories.merge(parts[name]["history_offsets"], parts[name]["history_items"])
+    history_offsets, history_items = histories.pack()
     fresh_generator = torch.Generator().manual_seed(int(manifest["config"]["seed"]) + index)
     empty_rows = torch.zeros(0, dtype=torch.long)
     tensors = {

@@ -152,7 +152,7 @@ def test_model_uses_the_graph_past_the_threshold_and_exact_below() -> None:
     model.users.add_many(range(5))
     model.items.add_many(range(40))
     model.sync_rows()
-    model.history[0].update({1, 2, 3})
+    model.history.add(np.zeros(3, dtype=np.int64), np.array([1, 2, 3]))
     users = torch.arange(5)
     exact = model.recommend(users, 5)
     assert not model._live_search  # below the threshold

@@ -1,4 +1,4 @@
-"""The learner's math: losses and gradients, sampling, tables, registry, top-N."""
+"""The learner's math: the kernel against autograd, sampling, tables, registry, top-N."""
 
 from __future__ import annotations
 
@@ -7,47 +7,151 @@ import pytest
 import torch
 
 from consumers.model.config import ModelConfig
+from consumers.model.kernel import pairwise_step
 from consumers.model.learner import MatrixFactorization
-from consumers.model.losses import bpr_loss, triplet_loss
 from consumers.model.registry import IdRegistry
-from consumers.model.sampling import hardest_negatives, uniform_candidates, uniform_negatives
-from consumers.model.tables import EmbeddingTable, coalesce
+from consumers.model.sampling import uniform_candidates, uniform_negatives
+from consumers.model.tables import EmbeddingTable
 from consumers.model.topn import top_n
 
 
-@pytest.mark.parametrize("loss", [bpr_loss, triplet_loss])
-def test_loss_derivative_matches_autograd(loss) -> None:  # type: ignore[no-untyped-def]
-    diff = torch.tensor([-3.0, -0.5, 0.2, 0.99, 1.5, 4.0], dtype=torch.float64, requires_grad=True)
-    value, derivative = loss(diff)
-    value.sum().backward()
-    assert diff.grad is not None
-    torch.testing.assert_close(derivative, diff.grad)
-
-
-def test_learn_applies_the_autograd_gradient_with_sgd() -> None:
-    config = ModelConfig(dim=4, optimizer="sgd", learning_rate=0.1, l2=0.01, seed=3)
-    model = MatrixFactorization(config)
-    model.users.add_many(["a", "b"])
-    model.items.add_many([1, 2, 3])
-    model.sync_rows()
-    users = torch.tensor([0, 1, 0])
-    positives = torch.tensor([0, 1, 2])
-    negatives = torch.tensor([1, 2, 0])
-    weights = torch.tensor([1.0, 0.5, 2.0])
-    u = model.user_table.weight.clone().requires_grad_(True)
-    v = model.item_table.weight.clone().requires_grad_(True)
-    diff = (u[users] * (v[positives] - v[negatives])).sum(1)
-    l2 = (
-        0.5
-        * config.l2
-        * ((u[users] ** 2).sum(1) + (v[positives] ** 2).sum(1) + (v[negatives] ** 2).sum(1))
-    )
-    objective = (weights * torch.nn.functional.softplus(-diff)).sum() + l2.sum()
+def _reference_step(
+    u: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    accumulators: list[torch.Tensor],
+    weight: float,
+    config: ModelConfig,
+) -> list[torch.Tensor]:
+    """One triplet's update by autograd: the rows' new (vector, accumulator) pairs."""
+    rows = [row.double().clone().requires_grad_(True) for row in (u, p, q)]
+    diff = (rows[0] * (rows[1] - rows[2])).sum()
+    if config.loss == "bpr":
+        loss = torch.nn.functional.softplus(-diff)
+    else:
+        loss = (config.margin - diff).clamp_min(0.0)
+    objective = weight * loss + 0.5 * config.l2 * sum((row**2).sum() for row in rows)
     objective.backward()
-    assert u.grad is not None and v.grad is not None
-    model.learn(users, positives, negatives, weights)
-    torch.testing.assert_close(model.user_table.weight, (u - 0.1 * u.grad).detach())
-    torch.testing.assert_close(model.item_table.weight, (v - 0.1 * v.grad).detach())
+    moved = []
+    for row, before in zip(rows, accumulators, strict=True):
+        grad = row.grad
+        assert grad is not None
+        if config.optimizer == "adagrad":
+            accumulator = before + grad.pow(2).mean()
+            moved += [row - config.learning_rate / (accumulator.sqrt() + 1e-8) * grad, accumulator]
+        else:
+            moved += [row - config.learning_rate * grad, before]
+    return [t.detach().float() for t in moved]
+
+
+def _kernel(
+    model: MatrixFactorization,
+    users: list[int],
+    positives: list[int],
+    candidates: list[list[int]],
+    weights: list[float],
+) -> tuple[float, float, int, list[int]]:
+    """`pairwise_step` on the model's tables and history, as `learn` calls it."""
+    config = model.config
+    model.sync_rows()
+    negatives = np.zeros(len(users), dtype=np.int64)
+    loss, weight, skipped = pairwise_step(
+        model.user_table.weight.numpy(),
+        model.user_table.accumulator.numpy(),
+        model.item_table.weight.numpy(),
+        model.item_table.accumulator.numpy(),
+        model.history.slots,
+        np.array(users, dtype=np.int64),
+        np.array(positives, dtype=np.int64),
+        np.array(candidates, dtype=np.int64),
+        np.array(weights, dtype=np.float32),
+        negatives,
+        config.learning_rate,
+        config.l2,
+        config.margin,
+        config.loss == "bpr",
+        config.optimizer == "adagrad",
+    )
+    return loss, weight, skipped, negatives.tolist()
+
+
+def _model(config: ModelConfig, users: int, items: int) -> MatrixFactorization:
+    model = MatrixFactorization(config)
+    model.users.add_many(range(users))
+    model.items.add_many(range(items))
+    model.sync_rows()
+    return model
+
+
+@pytest.mark.parametrize("loss", ["bpr", "triplet"])
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+def test_each_triplet_moves_its_three_rows_by_the_autograd_gradient(
+    loss: str, optimizer: str
+) -> None:
+    config = ModelConfig(
+        dim=5,
+        loss=loss,
+        optimizer=optimizer,
+        l2=0.01,
+        margin=2.0,
+        seed=3,  # type: ignore[arg-type]
+    )
+    model = _model(config, users=2, items=4)
+    users, positives, negatives, weights = [0, 1, 0], [0, 1, 2], [1, 3, 3], [1.0, 0.5, 2.0]
+    expected_users = model.user_table.weight.clone()
+    expected_items = model.item_table.weight.clone()
+    expected_user_acc = model.user_table.accumulator.clone()
+    expected_item_acc = model.item_table.accumulator.clone()
+    for user, positive, negative, weight in zip(users, positives, negatives, weights, strict=True):
+        # one after another: each triplet sees the rows the ones before it moved
+        accumulators = [
+            expected_user_acc[user].double(),
+            expected_item_acc[positive].double(),
+            expected_item_acc[negative].double(),
+        ]
+        u, ua, p, pa, q, qa = _reference_step(
+            expected_users[user],
+            expected_items[positive],
+            expected_items[negative],
+            accumulators,
+            weight,
+            config,
+        )
+        expected_users[user], expected_items[positive], expected_items[negative] = u, p, q
+        expected_user_acc[user], expected_item_acc[positive] = ua, pa
+        expected_item_acc[negative] = qa
+    loss_sum, weight_sum, skipped, chosen = _kernel(
+        model, users, positives, [[n] for n in negatives], weights
+    )
+    assert not skipped and chosen == negatives and weight_sum == 3.5 and loss_sum > 0
+    torch.testing.assert_close(model.user_table.weight, expected_users)
+    torch.testing.assert_close(model.item_table.weight, expected_items)
+    torch.testing.assert_close(model.user_table.accumulator, expected_user_acc)
+    torch.testing.assert_close(model.item_table.accumulator, expected_item_acc)
+
+
+def test_the_hardest_unwatched_candidate_is_the_negative() -> None:
+    model = _model(ModelConfig(dim=4, seed=2), users=2, items=10)
+    model.history.add(np.array([0, 0]), np.array([5, 6]))
+    scores = (model.user_table.weight @ model.item_table.weight.T).tolist()
+    candidates = [[1, 5, 6, 7, 8], [5, 6, 7, 8, 9]]
+    _, _, _, chosen = _kernel(model, [0, 1], [0, 0], candidates, [1.0, 1.0])
+    allowed = [[1, 7, 8], [5, 6, 7, 8, 9]]  # user 0 watched 5 and 6; user 1 nothing
+    assert chosen == [max(row, key=lambda c: scores[u][c]) for u, row in enumerate(allowed)]
+    _, _, _, chosen = _kernel(model, [0], [1], [[5, 6]], [1.0])
+    assert chosen == [5]  # all watched: the first draw
+
+
+def test_a_triplet_that_would_go_non_finite_is_skipped_and_the_rest_learned() -> None:
+    model = _model(ModelConfig(dim=4, optimizer="sgd"), users=3, items=4)
+    before = model.user_table.weight.clone()
+    _, weight_sum, skipped, chosen = _kernel(
+        model, [0, 1, 2], [0, 1, 2], [[1], [2], [3]], [1.0, float("inf"), 1.0]
+    )
+    assert skipped == 1 and chosen == [1, -1, 3] and weight_sum == 2.0
+    assert torch.equal(model.user_table.weight[1], before[1])
+    assert not torch.equal(model.user_table.weight[[0, 2]], before[[0, 2]])
+    assert torch.isfinite(model.item_table.weight).all()
 
 
 def test_uniform_negatives_never_return_the_positive_and_cover_the_rest() -> None:
@@ -73,43 +177,24 @@ def test_uniform_candidates_are_independent_draws_other_than_the_positive() -> N
     assert all(len(set(row)) == 4 for row in candidates.tolist())
 
 
-def test_hardest_negative_is_the_top_scoring_candidate_not_excluded() -> None:
-    candidates = torch.tensor([[4, 5, 6], [7, 8, 9], [1, 2, 3]])
-    scores = torch.tensor([[0.1, 0.9, 0.5], [2.0, -1.0, 0.0], [1.0, 2.0, 3.0]])
-    excluded = torch.tensor([[False, False, False], [True, False, False], [True, True, True]])
-    chosen = hardest_negatives(candidates, scores, excluded)
-    assert chosen.tolist() == [5, 9, 1]  # the best; the best not excluded; all excluded: first
+def test_learn_draws_fresh_negatives_each_pass_never_a_watched_item() -> None:
+    model = _model(ModelConfig(dim=4, negatives=64, passes=3), users=1, items=10)
+    model.history.add(np.zeros(4, dtype=np.int64), np.arange(4))
+    items = torch.full((50,), 5)
+    step = model.learn(torch.zeros(50, dtype=torch.long), items, torch.ones(50))
+    assert step.learned.all() and step.negatives.shape == (150,)
+    assert set(step.negatives.tolist()) <= {4, 6, 7, 8, 9}  # 0-3 watched, 5 the positive
+    assert model.history.items(0).tolist() == [0, 1, 2, 3, 5]
 
 
-def test_sample_negatives_picks_the_hardest_of_the_draws_the_user_has_not_watched() -> None:
-    model = MatrixFactorization(ModelConfig(dim=4, negatives=6, seed=2))
-    model.users.add_many(["a", "b"])
-    model.items.add_many(range(30))
-    model.sync_rows()
-    model.history[0] = {1, 2, 3, 4, 5}
-    users, items = torch.tensor([0, 0, 1]), torch.tensor([7, 8, 9])
-    replay = torch.Generator().manual_seed(0)
-    replay.set_state(model.generator.get_state())
-    negatives = model.sample_negatives(items, users)
-    candidates = uniform_candidates(items, 30, 6, replay)
-    scores = model.user_table.weight[users] @ model.item_table.weight.T
-    watched = [{1, 2, 3, 4, 5, 7, 8}, {1, 2, 3, 4, 5, 7, 8}, {9}]
-    for row, negative in enumerate(negatives.tolist()):
-        allowed = [c for c in candidates[row].tolist() if c not in watched[row]]
-        assert negative == max(allowed, key=lambda c: float(scores[row, c]))
-
-
-def test_sample_negatives_never_returns_an_item_the_user_watched() -> None:
-    model = MatrixFactorization(ModelConfig(dim=4, negatives=64))
-    model.users.add_many(["a"])
-    model.items.add_many(range(10))
-    model.sync_rows()
-    model.history[0] = {0, 1, 2, 3, 4}
-    items = torch.full((500,), 5)
-    negatives = model.sample_negatives(items, torch.zeros(500, dtype=torch.long))
-    assert negatives is not None
-    assert set(negatives.tolist()) <= {6, 7, 8, 9}
-    assert model.sample_negatives(items[:3]) is not None  # without users: uniform, any item
+def test_a_skipped_view_leaves_the_history_and_later_passes() -> None:
+    model = _model(ModelConfig(dim=4, optimizer="sgd", passes=2), users=2, items=3)
+    model.history.add(np.array([1]), np.array([2]))
+    weights = torch.tensor([1.0, float("inf"), 1.0])
+    step = model.learn(torch.tensor([0, 1, 0]), torch.tensor([1, 2, 0]), weights)
+    assert step.learned.tolist() == [True, False, True] and model.skipped_events == 1
+    assert step.negatives.size == 4  # two views, two passes
+    assert [model.history.items(u).tolist() for u in (0, 1)] == [[0, 1], [2]]  # 1-2 was there
 
 
 def test_registry_grows_without_collisions_and_keeps_raw_ids() -> None:
@@ -134,12 +219,6 @@ def test_tables_grow_in_chunks_and_keep_rows() -> None:
     assert torch.all(table.weight[10:].abs().sum(1) > 0)
 
 
-def test_coalesce_sums_repeated_rows() -> None:
-    rows, grads = coalesce(torch.tensor([3, 1, 3]), torch.tensor([[1.0], [2.0], [4.0]]))
-    assert rows.tolist() == [1, 3]
-    assert grads.tolist() == [[2.0], [5.0]]
-
-
 def test_top_n_orders_and_excludes() -> None:
     users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     items = torch.tensor([[3.0, 0.0], [2.0, 1.0], [1.0, 3.0], [0.0, 2.0]])
@@ -159,7 +238,7 @@ def test_recommend_excludes_watched_items() -> None:
     model = MatrixFactorization(ModelConfig(dim=8, top_n=5))
     users = torch.from_numpy(model.users.add_many(["u"] * 3))
     items = torch.from_numpy(model.items.add_many(range(10))[:3])
-    model.learn(users, items, model.sample_negatives(items), torch.ones(3))
+    model.learn(users, items, torch.ones(3))
     _, recommended = model.recommend(torch.tensor([0]), 10)
     assert set(recommended[0, :7].tolist()).isdisjoint(items.tolist())
 
@@ -177,9 +256,7 @@ def test_learning_separates_two_planted_groups(loss: str, optimizer: str) -> Non
         users = rng.integers(0, 20, 64)
         items = (users % 2) * 20 + rng.integers(0, 20, 64)
         item_rows = torch.from_numpy(items)
-        model.learn(
-            torch.from_numpy(users), item_rows, model.sample_negatives(item_rows), torch.ones(64)
-        )
+        model.learn(torch.from_numpy(users), item_rows, torch.ones(64))
     scores = model.user_table.weight @ model.item_table.weight.T
     own = torch.stack([scores[u, (u % 2) * 20 : (u % 2) * 20 + 20].mean() for u in range(20)])
     other = torch.stack(
@@ -188,35 +265,23 @@ def test_learning_separates_two_planted_groups(loss: str, optimizer: str) -> Non
     assert torch.all(own > other)
 
 
-def test_a_non_finite_batch_is_skipped_and_tables_stay_finite() -> None:
-    model = MatrixFactorization(ModelConfig(dim=4, optimizer="sgd"))
-    users = torch.from_numpy(model.users.add_many(["a", "b"]))
-    items = torch.from_numpy(model.items.add_many([1, 2]))
-    model.sync_rows()
-    before = model.item_table.weight.clone()
-    loss = model.learn(users, items, torch.tensor([1, 0]), torch.tensor([1.0, float("inf")]))
-    assert loss != loss  # NaN
-    assert model.skipped_batches == 1
-    torch.testing.assert_close(model.item_table.weight, before)
-    assert torch.isfinite(model.user_table.weight).all()
-
-
 def test_state_round_trip_resumes_identically() -> None:
     config = ModelConfig(dim=4, seed=5)
     first, second = MatrixFactorization(config), MatrixFactorization(config)
     for model in (first, second):
         items = torch.from_numpy(model.items.add_many([1, 2, 3, "x"]))
         users = torch.from_numpy(model.users.add_many(["a", 7, "a", "b"]))
-        model.learn(users, items, model.sample_negatives(items), torch.ones(4))
+        model.learn(users, items, torch.ones(4))
     second.forget_user(7)
     restored = MatrixFactorization(config)
     restored.load_state(second.state())
     for model in (second, restored):
         items = torch.from_numpy(model.items.add_many([3, "y"]))
         users = torch.from_numpy(model.users.add_many(["b", "c"]))
-        model.learn(users, items, model.sample_negatives(items), torch.ones(2))
+        model.learn(users, items, torch.ones(2))
     torch.testing.assert_close(restored.user_table.weight, second.user_table.weight)
     torch.testing.assert_close(restored.item_table.weight, second.item_table.weight)
     assert restored.users.row(7) is None and restored.users.row("c") == 3
-    assert restored.history == second.history
+    assert restored.history.pack()[1].tolist() == second.history.pack()[1].tolist()
+    assert restored.history.pack()[0].tolist() == second.history.pack()[0].tolist()
     assert restored.items.raws(range(5)) == [1, 2, 3, "x", "y"]

@@ -23,6 +23,7 @@ from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
+from consumers.model.learner import MatrixFactorization
 from consumers.pipeline import OnlineRecommender
 from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
@@ -213,7 +214,7 @@ def test_kafka_source_keeps_undelivered_dead_letters_and_refuses_to_commit(
 
 
 @pytest.mark.parametrize("weight", [1e308, 3e38])  # over float32's range; in range, overflowing
-def test_a_non_finite_batch_is_skipped_counted_and_leaves_every_table_finite(
+def test_a_view_that_would_go_non_finite_is_skipped_counted_and_the_rest_learned(
     weight: float,
 ) -> None:
     log = MemoryEventLog(partitions=1)
@@ -222,24 +223,25 @@ def test_a_non_finite_batch_is_skipped_counted_and_leaves_every_table_finite(
         log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
     drain(learner)
     model, recommender = learner.recommender.model, learner.recommender
-    histories = [set(h) for h in model.history]
-    popularity = recommender.popularity.scores(list(range(len(model.items))))
-    poisoned = [ViewEvent(f"u{i % 4}", f"i{i % 6 + 1}", 1.0) for i in range(9)]
-    for event in [*poisoned, ViewEvent("u0", "i5", 1.0, weight=weight)]:
+    fine = [ViewEvent(f"u{i % 4}", f"i{i % 6 + 1}", 1.0) for i in range(9)]
+    for event in [*fine, ViewEvent("u0", "i9", 1.0, weight=weight)]:
         log.send(event, VIEWS_TOPIC)
     drain(learner)
 
     registry = learner.metrics.registry
     labels = {"reason": "non_finite"}
-    assert registry.get_sample_value("recstream_skipped_batches_total", labels) == 1
-    assert model.skipped_batches == 1
+    assert registry.get_sample_value("recstream_skipped_events_total", labels) == 1
+    assert model.skipped_events == 1
     for table in (model.user_table, model.item_table):
         assert torch.isfinite(table.weight).all() and torch.isfinite(table.accumulator).all()
-    assert [set(h) for h in model.history] == histories  # the batch left no trace
-    rows = list(range(len(model.items)))  # one more now: the batch's new item, never counted
-    assert recommender.popularity.scores(rows) == [*popularity, 0.0]
+    u0, i9 = model.users.row("u0"), model.items.row("i9")
+    assert u0 is not None and i9 is not None
+    assert not model.history.watched(np.array([u0]), np.array([i9])).any()  # no trace of it
+    assert all(model.history.watched(*_rows(model, fine)))  # the rest were learned
+    assert recommender.popularity.scores([i9]) == [0.0]
     store = recommender.store
     assert isinstance(store, MemoryStore)
+    assert store.get_hash("rs:meta")["events"] == "29"
     popular = json.loads(store.get("rs:popular") or b"null")
     assert all(isinstance(s, float) and math.isfinite(s) for s in popular["scores"])
     for user in ("u0", "u1", "u2", "u3"):
@@ -248,8 +250,14 @@ def test_a_non_finite_batch_is_skipped_counted_and_leaves_every_table_finite(
     for i in range(10):  # and learning goes on
         log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
     drain(learner)
-    assert model.skipped_batches == 1 and learner.smoothed_loss is not None
+    assert model.skipped_events == 1 and learner.smoothed_loss is not None
     assert math.isfinite(learner.smoothed_loss)
+
+
+def _rows(model: MatrixFactorization, events: list[ViewEvent]) -> tuple[np.ndarray, np.ndarray]:
+    users = np.array([model.users.row(event.user) for event in events], dtype=np.int64)
+    items = np.array([model.items.row(event.item) for event in events], dtype=np.int64)
+    return users, items
 
 
 class WipedStore(MemoryStore):

@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from functools import partial
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from consumers.model.ann import LiveSearch, make_index
 from consumers.model.config import ModelConfig, SearchConfig
-from consumers.model.losses import PairwiseLoss, bpr_loss, triplet_loss
-from consumers.model.packing import pack_lists, section, unpack_lists
-from consumers.model.sampling import hardest_negatives, uniform_candidates
+from consumers.model.history import History
+from consumers.model.kernel import pairwise_step
+from consumers.model.packing import section
+from consumers.model.sampling import uniform_candidates
 from consumers.model.storage import Storage, local_storage
-from consumers.model.tables import adagrad_rows, coalesce, sgd_rows
 from consumers.model.topn import top_n
 from streamer.events import Id
 
-RowUpdate = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
-UPDATES: dict[str, RowUpdate] = {"adagrad": adagrad_rows, "sgd": sgd_rows}
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What `learn` did: the first pass's weighted mean loss (nan if none), which views
+    were learned (the others were skipped as non-finite), and the negative rows used."""
 
-def pairwise_loss(config: ModelConfig) -> PairwiseLoss:
-    if config.loss == "triplet":
-        return partial(triplet_loss, margin=config.margin)
-    return bpr_loss
+    loss: float
+    learned: np.ndarray
+    negatives: np.ndarray
 
 
 class MatrixFactorization:
@@ -52,16 +54,14 @@ class MatrixFactorization:
         self.items = ids_and_rows.items
         self.user_table = ids_and_rows.user_table
         self.item_table = ids_and_rows.item_table
-        self.history: list[set[int]] = []
-        self._loss = pairwise_loss(config)
-        self._update = UPDATES[config.optimizer]
-        self.skipped_batches = 0
+        self.history = History()
+        self.skipped_events = 0
 
     def sync_rows(self) -> None:
         """Give every registered id a table row (and every user a history)."""
         self.user_table.grow_to(len(self.users))
         self.item_table.grow_to(len(self.items))
-        self.history.extend(set() for _ in range(len(self.users) - len(self.history)))
+        self.history.grow_to(len(self.users))
 
     def forget_user(self, raw: Id) -> int | None:
         """Drop a user's embedding, optimizer state and history; their row becomes a hole."""
@@ -69,13 +69,13 @@ class MatrixFactorization:
         if row is not None and row < self.user_table.rows:
             self.user_table.weight[row] = 0.0
             self.user_table.accumulator[row] = 0.0
-            self.history[row] = set()
+            self.history.forget(row)
         return row
 
     def state(self) -> dict[str, Tensor]:
         """Every tensor needed to resume exactly, the sampler's random state included."""
         self.sync_rows()
-        history_offsets, history_items = pack_lists(self.history)
+        history_offsets, history_items = self.history.pack()
         tensors = {
             "user_weight": self.user_table.weight,
             "user_accumulator": self.user_table.accumulator,
@@ -97,94 +97,60 @@ class MatrixFactorization:
             self.items.load_state(section(tensors, "item_ids."))
             self.user_table.load(tensors["user_weight"], tensors["user_accumulator"])
             self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
-        self.history = [
-            set(items)
-            for items in unpack_lists(tensors["history_offsets"], tensors["history_items"])
-        ]
+        self.history.load(tensors["history_offsets"], tensors["history_items"])
         self.generator.set_state(tensors["generator"])
 
-    def sample_negatives(self, item_rows: Tensor, user_rows: Tensor | None = None) -> Tensor | None:
-        """One negative per positive; None while fewer than two items exist.
+    def learn(self, user_rows: Tensor, item_rows: Tensor, weights: Tensor) -> Step:
+        """`config.passes` steps on one batch of views, with fresh negatives each pass.
 
-        Draws `config.negatives` uniform candidates per positive and, given the users,
-        keeps the one each user scores highest among those they have not watched (this
-        batch's positives included). Without users: the first draw, plain uniform.
+        The views join the users' histories first (so a user's other positives here
+        are never their negatives). A view whose update would leave the tables
+        non-finite is skipped (counted in `skipped_events`, taken back out of the
+        history, not learned in later passes); the rest of the batch is learned.
         """
         self.sync_rows()
-        if self.item_table.rows < 2:
-            return None
-        candidates = uniform_candidates(
-            item_rows, self.item_table.rows, self.config.negatives, self.generator
-        )
-        if user_rows is None or self.config.negatives == 1:
-            return candidates[:, 0]
-        users = self.user_table.weight[user_rows].unsqueeze(1)
-        scores = (users * self.item_table.weight[candidates]).sum(dim=2)
-        return hardest_negatives(
-            candidates, scores, self._watched(user_rows, item_rows, candidates)
-        )
-
-    def _watched(self, user_rows: Tensor, item_rows: Tensor, candidates: Tensor) -> Tensor:
-        """Whether each candidate is in its user's history or among their positives here."""
-        batch: dict[int, set[int]] = {}
-        users = user_rows.tolist()
-        for user, item in zip(users, item_rows.tolist(), strict=True):
-            batch.setdefault(user, set()).add(item)
-        return torch.tensor(
-            [
-                [item in self.history[user] or item in batch[user] for item in row]
-                for user, row in zip(users, candidates.tolist(), strict=True)
-            ],
-            dtype=torch.bool,
-        ).reshape(candidates.shape)
-
-    def learn(
-        self, user_rows: Tensor, item_rows: Tensor, negatives: Tensor | None, weights: Tensor
-    ) -> float:
-        """One pairwise step on the batch; returns the weighted mean loss (nan if none)."""
-        self.sync_rows()
-        if negatives is None or user_rows.numel() == 0:
-            self._remember(user_rows, item_rows)
-            return float("nan")
-        users = self.user_table.weight[user_rows]
-        positives = self.item_table.weight[item_rows]
-        negative_vectors = self.item_table.weight[negatives]
-        contrast = positives - negative_vectors
-        loss, dloss = self._loss((users * contrast).sum(dim=1))
-        dloss = (dloss * weights).unsqueeze(1)
-        l2 = self.config.l2
-        user_grads = dloss * contrast + l2 * users
-        item_grads = torch.cat(
-            (dloss * users + l2 * positives, -dloss * users + l2 * negative_vectors)
-        )
-        updates = [
-            (self.user_table, *coalesce(user_rows, user_grads)),
-            (self.item_table, *coalesce(torch.cat((item_rows, negatives)), item_grads)),
-        ]
-        lr = self.config.learning_rate
-        new_rows = [
-            (table, rows, *self._update(table.weight[rows], table.accumulator[rows], grads, lr))
-            for table, rows, grads in updates
-        ]
-        mean_loss = (loss * weights).sum() / weights.sum()
-        finite = bool(torch.isfinite(mean_loss)) and all(
-            bool(torch.isfinite(weight).all() and torch.isfinite(accumulator).all())
-            for _, _, weight, accumulator in new_rows
-        )
-        if not finite:
-            # A poisoned batch (overflowing weights, diverging rows) is dropped whole,
-            # histories included.
-            self.skipped_batches += 1
-            return float("nan")
-        for table, rows, weight, accumulator in new_rows:
-            table.weight[rows] = weight
-            table.accumulator[rows] = accumulator
-        self._remember(user_rows, item_rows)
-        return float(mean_loss)
-
-    def _remember(self, user_rows: Tensor, item_rows: Tensor) -> None:
-        for user, item in zip(user_rows.tolist(), item_rows.tolist(), strict=True):
-            self.history[user].add(item)
+        users = user_rows.numpy().astype(np.int64, copy=False)
+        items = item_rows.numpy().astype(np.int64, copy=False)
+        added = self.history.add(users, items)
+        learned = np.ones(users.size, dtype=np.bool_)
+        if self.item_table.rows < 2 or users.size == 0:  # nothing to contrast yet
+            return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
+        config = self.config
+        user_table, item_table = self.user_table, self.item_table
+        weights_array = weights.numpy().astype(np.float32, copy=False)
+        loss, used = float("nan"), []
+        for done in range(config.passes):
+            candidates = uniform_candidates(
+                torch.from_numpy(items), item_table.rows, config.negatives, self.generator
+            )
+            negatives = np.empty(users.size, dtype=np.int64)
+            loss_sum, weight_sum, skipped = pairwise_step(
+                user_table.weight.numpy(),
+                user_table.accumulator.numpy(),
+                item_table.weight.numpy(),
+                item_table.accumulator.numpy(),
+                self.history.slots,
+                users,
+                items,
+                candidates.numpy(),
+                weights_array,
+                negatives,
+                config.learning_rate,
+                config.l2,
+                config.margin,
+                config.loss == "bpr",
+                config.optimizer == "adagrad",
+            )
+            if done == 0:
+                loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
+                if skipped:
+                    learned = negatives >= 0
+                    self.skipped_events += skipped
+                    self.history.remove(users[added & ~learned], items[added & ~learned])
+                    users, items = users[learned], items[learned]
+                    weights_array, negatives = weights_array[learned], negatives[learned]
+            used.append(negatives[negatives >= 0])
+        return Step(loss, learned, np.concatenate(used))
 
     def items_moved(self, item_rows: Collection[int]) -> None:
         """Tell the approximate indexes (if any) which item rows changed."""
@@ -220,23 +186,20 @@ class MatrixFactorization:
     def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""
         self.sync_rows()
-        watched = [self.history[row] for row in user_rows.tolist()]
+        offsets, watched = self.history.lists(user_rows.numpy())
         approximate = self._approximate("recommend")
         if approximate is not None:
+            per_user = np.split(watched, offsets[1:-1])
             return approximate.search(
-                self.user_table.weight[user_rows], self.item_table.weight, n, watched
+                self.user_table.weight[user_rows], self.item_table.weight, n, per_user
             )
-        exclude_rows = torch.repeat_interleave(
-            torch.arange(len(watched)),
-            torch.tensor([len(seen) for seen in watched], dtype=torch.long),
-        )
-        exclude_items = torch.tensor([item for seen in watched for item in seen], dtype=torch.long)
+        exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
         return top_n(
             self.user_table.weight[user_rows],
             self.item_table.weight,
             n,
-            exclude_rows,
-            exclude_items,
+            torch.from_numpy(exclude_rows),
+            torch.from_numpy(watched),
         )
 
     def similar(self, item_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:

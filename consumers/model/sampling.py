@@ -1,4 +1,5 @@
-"""Negative sampling: uniform candidates, and the hardest one a user has not watched."""
+"""Negative sampling: uniform candidates (the kernel keeps the hardest one a user has not
+watched)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,3 @@ def uniform_candidates(
 ) -> Tensor:
     """`(len(positives), count)` independent uniform negatives per positive."""
     return uniform_negatives(positives.unsqueeze(1).expand(-1, count), n_items, generator)
-
-
-def hardest_negatives(candidates: Tensor, scores: Tensor, excluded: Tensor) -> Tensor:
-    """Per row, the highest-scoring candidate that is not excluded (WARP's choice of
-    negative, from a fixed number of draws); the first candidate when all are excluded.
-
-    `candidates`, `scores` and `excluded` (bool) are `(batch, count)`.
-    """
-    masked = scores.masked_fill(excluded, float("-inf"))
-    best = masked.argmax(dim=1)
-    best[excluded.all(dim=1)] = 0
-    return candidates.gather(1, best.unsqueeze(1)).squeeze(1)

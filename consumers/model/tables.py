@@ -1,4 +1,4 @@
-"""Embedding tables that grow in amortised chunks, with sparse row updates."""
+"""Embedding tables that grow in amortised chunks (updated in place by the kernel)."""
 
 from __future__ import annotations
 
@@ -69,27 +69,3 @@ class EmbeddingTable(RowStorage):
         fresh = torch.randn(rows - self.rows, self.dim, generator=self._generator)
         self._weight[self.rows : rows] = fresh * self.init_std
         self.rows = rows
-
-
-def coalesce(rows: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
-    """Sum the gradients of repeated rows: (unique rows, summed gradients)."""
-    unique, inverse = torch.unique(rows, return_inverse=True)
-    summed = torch.zeros(unique.shape[0], grads.shape[1], dtype=grads.dtype)
-    summed.index_add_(0, inverse, grads)
-    return unique, summed
-
-
-def adagrad_rows(
-    weight: Tensor, accumulator: Tensor, grads: Tensor, lr: float
-) -> tuple[Tensor, Tensor]:
-    """Row-wise Adagrad: the rows' new weights and accumulators (inputs untouched)."""
-    accumulated = accumulator + grads.pow(2).mean(dim=1)
-    step = lr / (accumulated.sqrt() + 1e-8)
-    return weight - step.unsqueeze(1) * grads, accumulated
-
-
-def sgd_rows(
-    weight: Tensor, accumulator: Tensor, grads: Tensor, lr: float
-) -> tuple[Tensor, Tensor]:
-    """Plain SGD: new weights; the accumulator is left as it was."""
-    return weight - lr * grads, accumulator
