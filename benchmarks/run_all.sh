@@ -16,7 +16,7 @@ done
 [ ${#names[@]} -gt 0 ] || names=(kernel topn memory publish end_to_end)
 
 venv=${RECSTREAM_BENCH_VENV:-$HOME/.cache/recstream/bench6-venv}
-modules="torch, redis, kafka, implicit, scipy, hnswlib, faiss, usearch, threadpoolctl, crc32c, hiredis"
+modules="torch, numba, redis, kafka, implicit, scipy, hnswlib, faiss, usearch, threadpoolctl, crc32c, hiredis"
 if ! "$venv/bin/python" -c "import $modules" 2>/dev/null; then
     echo "run_all: building the benchmark environment in $venv (first run only)" >&2
     python3 -m venv "$venv"

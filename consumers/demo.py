@@ -32,8 +32,7 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
         settings.model(),
         store,
         settings.model_name,
-        search=settings.search(),
-        publish_interval_s=settings.publish_interval_s,
+        **settings.publishing(),
     )
     service = LearnerService(
         MemoryEventSource(log, VIEWS_TOPIC, "demo"),

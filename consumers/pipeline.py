@@ -67,18 +67,22 @@ class OnlineRecommender:
         totals_lock: Lock | None = None,
         search: SearchConfig | None = None,
         publish_interval_s: float = 0.0,
+        similar_interval_s: float = 0.0,
     ) -> None:
         """`storage`, `popularity` and `totals` (events, version) may be shared by a
         host's workers; `totals_lock` then guards the totals. `search` picks exact or
         approximate top-N. With `publish_interval_s` > 0, `process` publishes at most
         once per interval: a user updated by several batches in it is written once
         (`flush`, called by the service when idle and before checkpoints, always
-        publishes)."""
+        publishes). Similar-item lists (as costly to compute as users' lists, and
+        slower to change) of the items watched meanwhile are recomputed at most once
+        per `similar_interval_s`."""
         self.config = config
         self.store = store
         self.model_name = model_name
         self.clock = clock
         self.publish_interval_s = publish_interval_s
+        self.similar_interval_s = similar_interval_s
         self.model = MatrixFactorization(config, storage, search)
         self.popularity = popularity or Popularity()
         self.quality = OnlineQuality(k=QUALITY_K)
@@ -97,11 +101,19 @@ class OnlineRecommender:
         self._retry_at = 0.0
         self._outage = False
         self._published_at = float("-inf")
+        self._similar_at = float("-inf")
 
     @property
     def pending(self) -> bool:
         """Whether learned changes are waiting to be published."""
-        return bool(self._dirty_users or self._dirty_items or self._doomed_keys)
+        return bool(
+            self._dirty_users or self._dirty_items or self._doomed_keys or self._similar_due()
+        )
+
+    def _similar_due(self) -> bool:
+        return bool(self._dirty_positives) and (
+            self.clock() - self._similar_at >= self.similar_interval_s
+        )
 
     def process(
         self, events: Sequence[ViewEvent], arrivals: Sequence[float] | None = None
@@ -145,6 +157,8 @@ class OnlineRecommender:
             return None
         started = time.perf_counter()
         users = np.fromiter(sorted(self._dirty_users), dtype=np.int64)
+        similar_due = self._similar_due()
+        positives = sorted(self._dirty_positives) if similar_due else []
         probes = (
             [row for row in self.served if row not in self._dirty_users][:LOSS_PROBE_KEYS]
             if self._outage
@@ -153,7 +167,7 @@ class OnlineRecommender:
         served = (
             self._publish(
                 users,
-                np.fromiter(sorted(self._dirty_positives), dtype=np.int64),
+                np.asarray(positives, dtype=np.int64),
                 np.fromiter(sorted(self._dirty_items), dtype=np.int64),
             )
             if self._delete_doomed()
@@ -172,7 +186,9 @@ class OnlineRecommender:
         freshness = published_at - np.asarray(self._arrivals)
         self._dirty_users.clear()
         self._dirty_items.clear()
-        self._dirty_positives.clear()
+        if similar_due:
+            self._dirty_positives.clear()
+            self._similar_at = published_at
         self._arrivals.clear()
         self._retry_delay = 0.0
         self._retry_at = 0.0

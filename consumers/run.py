@@ -76,7 +76,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     store = RedisStore.from_url(
         settings.redis, settings.prefix, settings.redis_options, settings.redis_password
     )
-    publishing = {"search": settings.search(), "publish_interval_s": settings.publish_interval_s}
+    publishing = settings.publishing()
     recommender = (
         OnlineRecommender(settings.model(), store, settings.model_name, **publishing)
         if worker is None

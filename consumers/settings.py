@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, SecretStr
@@ -46,6 +46,9 @@ class LearnerSettings(BaseSettings):
     publish_interval_s: float = Field(
         0.0, ge=0, description="publish at most once per interval (0: every batch)"
     )
+    similar_interval_s: float = Field(
+        1.0, ge=0, description="recompute watched items' similar lists at most this often"
+    )
     topn_index: TopNIndexName = Field("exact", description="exact or ann (HNSW, hnswlib)")
     ann_min_items: int = Field(100_000, ge=1, description="items before ann replaces exact")
     ann_refresh_every: int = Field(10, ge=1, description="publishes between ANN refreshes")
@@ -69,6 +72,14 @@ class LearnerSettings(BaseSettings):
             ann_min_items=self.ann_min_items,
             refresh_every=self.ann_refresh_every,
         )
+
+    def publishing(self) -> dict[str, Any]:
+        """`OnlineRecommender`'s publishing options."""
+        return {
+            "search": self.search(),
+            "publish_interval_s": self.publish_interval_s,
+            "similar_interval_s": self.similar_interval_s,
+        }
 
     def pin_threads(self) -> None:
         """One process, `threads` cores: oversubscribed BLAS threads collapse throughput."""

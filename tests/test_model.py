@@ -12,7 +12,7 @@ from consumers.model.learner import MatrixFactorization
 from consumers.model.registry import IdRegistry
 from consumers.model.sampling import uniform_candidates, uniform_negatives
 from consumers.model.tables import EmbeddingTable
-from consumers.model.topn import top_n
+from consumers.model.topn import largest, top_n
 
 
 def _reference_step(
@@ -226,6 +226,20 @@ def test_top_n_orders_and_excludes() -> None:
     assert indices[0].tolist() == [1, 2, 3]
     assert indices[1].tolist() == [3, 1, 0]
     assert torch.all(torch.isfinite(scores))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_largest_agrees_with_a_full_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-5, 5, size=(7, 300)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[3, 2:] = -np.inf  # a row with two candidates only
+    values, columns = largest(torch.from_numpy(scores), 12)
+    for row in range(7):
+        order = sorted(range(300), key=lambda c: (-scores[row, c], c))[:12]
+        expected = [c if np.isfinite(scores[row, c]) else -1 for c in order]
+        assert columns[row].tolist() == expected
+        assert values[row].tolist() == scores[row, order].tolist()
 
 
 def test_top_n_marks_missing_slots_with_minus_infinity() -> None:

@@ -107,3 +107,22 @@ def test_a_micro_batch_is_learned_as_the_model_learns_it() -> None:
     assert step.negatives.size == 3 * len(pairs)  # a fresh negative per view and pass
     assert result.loss == step.loss  # the first pass's loss
     assert recommender.popularity.scores(list(range(len(pairs)))) == [1.0] * len(pairs)
+
+
+def test_similar_lists_are_recomputed_at_most_once_per_interval() -> None:
+    now = [100.0]
+    store = MemoryStore()
+    recommender = OnlineRecommender(
+        ModelConfig(dim=4), store, clock=lambda: now[0], similar_interval_s=1.0
+    )
+    recommender.process(views([("a", 1), ("b", 2)]))
+    assert store.get("rs:item:1:similar") is not None
+    now[0] += 0.5
+    recommender.process(views([("a", 3)]))
+    assert store.get("rs:item:3:similar") is None  # due at 101
+    assert json.loads(store.get("rs:user:a:top") or b"{}")["updated_at"] == 100.5
+    assert not recommender.pending  # the similar list waits for its interval
+    now[0] += 0.6
+    assert recommender.pending  # and an idle service's flush then publishes it
+    recommender.flush()
+    assert store.get("rs:item:3:similar") is not None and not recommender.pending

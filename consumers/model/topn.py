@@ -2,8 +2,51 @@
 
 from __future__ import annotations
 
+import numba as nb
+import numpy as np
 import torch
 from torch import Tensor
+
+CHUNK_SCORES = 1 << 20  # scores per chunk of users (4 MiB)
+
+
+@nb.njit(cache=True, nogil=True)
+def _largest(scores: np.ndarray, k: int, values: np.ndarray, columns: np.ndarray) -> None:
+    """Per row, its `k` largest scores and their columns, best first (ties: lower column).
+
+    One pass per row against the running k-th best, so most scores cost a single
+    comparison (about twice as fast as torch.topk at 20k columns).
+    """
+    for r in range(scores.shape[0]):
+        row, best, at = scores[r], values[r], columns[r]
+        best[:] = -np.inf
+        at[:] = -1
+        floor, floor_slot = -np.inf, 0
+        for column in range(row.shape[0]):
+            score = row[column]
+            if score > floor:
+                best[floor_slot], at[floor_slot] = score, column
+                floor, floor_slot = best[0], 0
+                for slot in range(1, k):
+                    if best[slot] < floor or (best[slot] == floor and at[slot] > at[floor_slot]):
+                        floor, floor_slot = best[slot], slot
+        for i in range(1, k):  # insertion sort of k entries, best first
+            score, column, j = best[i], at[i], i - 1
+            while j >= 0 and (best[j] < score or (best[j] == score and at[j] > column)):
+                best[j + 1], at[j + 1] = best[j], at[j]
+                j -= 1
+            best[j + 1], at[j + 1] = score, column
+
+
+def largest(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """`torch.topk(scores, k, dim=1)` for a 2-d float32 CPU tensor; slots with no
+    finite candidate hold -inf (their column is then -1)."""
+    k = min(k, scores.shape[1])
+    values = np.empty((scores.shape[0], k), dtype=np.float32)
+    columns = np.empty((scores.shape[0], k), dtype=np.int64)
+    if k > 0:
+        _largest(np.ascontiguousarray(scores.numpy()), k, values, columns)
+    return torch.from_numpy(values), torch.from_numpy(columns)
 
 
 def top_n(
@@ -15,12 +58,28 @@ def top_n(
 ) -> tuple[Tensor, Tensor]:
     """Scores and item indices of the `n` best items per user, best first.
 
-    `exclude_rows[j]` (a row of the batch) may not be recommended
+    `exclude_rows[j]` (a row of the batch, ascending) may not be recommended
     `exclude_items[j]`; excluded or missing slots come back with score -inf,
-    so callers drop entries whose score is not finite.
+    so callers drop entries whose score is not finite. Users go through in chunks
+    that share one score buffer (fresh buffers of tens of megabytes per batch cost
+    more in page faults than the products).
     """
-    scores = user_vectors @ item_vectors.T
-    if exclude_rows is not None and exclude_items is not None and exclude_rows.numel():
-        scores[exclude_rows, exclude_items] = float("-inf")
-    k = min(n, item_vectors.shape[0])
-    return torch.topk(scores, k, dim=1)
+    users, items = user_vectors.shape[0], item_vectors.shape[0]
+    k = min(n, items)
+    values = torch.empty(users, k)
+    columns = torch.empty(users, k, dtype=torch.long)
+    chunk = max(1, min(users, CHUNK_SCORES // max(items, 1)))
+    buffer = torch.empty(chunk, items)
+    bounds = (
+        torch.searchsorted(exclude_rows, torch.arange(0, users + chunk, chunk))
+        if exclude_rows is not None and exclude_items is not None
+        else None
+    )
+    for number, start in enumerate(range(0, users, chunk)):
+        stop = min(start + chunk, users)
+        scores = torch.matmul(user_vectors[start:stop], item_vectors.T, out=buffer[: stop - start])
+        if bounds is not None and exclude_items is not None:
+            first, last = int(bounds[number]), int(bounds[number + 1])
+            scores[exclude_rows[first:last] - start, exclude_items[first:last]] = float("-inf")
+        values[start:stop], columns[start:stop] = largest(scores, k)
+    return values, columns
