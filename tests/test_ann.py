@@ -64,7 +64,8 @@ def test_exact_index_never_returns_rows_it_does_not_hold() -> None:
 def test_exact_top_k_in_chunks_equals_one_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     items, queries = _data(300, 40)
     whole = exact_top_k(torch.from_numpy(queries), torch.from_numpy(items), 7)
-    monkeypatch.setattr("consumers.model.ann.MAX_SCORES", 900)  # 3 queries per chunk
+    monkeypatch.setattr("consumers.model.topn.CHUNK_SCORES", 900)  # 3 queries per chunk
+    monkeypatch.setattr("consumers.model.topn.MIN_CHUNK_USERS", 1)
     chunked = exact_top_k(torch.from_numpy(queries), torch.from_numpy(items), 7)
     torch.testing.assert_close(whole, chunked)
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from consumers.model.topn import top_n
+
 Space = Literal["ip", "cosine"]
 Exclusions = Sequence[Collection[int]]
-# Scores materialised per chunk of queries by exact search (float32: 256 MiB).
-MAX_SCORES = 1 << 26
 FETCH_STEP = 8
 GROWTH = 1.5
 
@@ -71,33 +71,17 @@ def exact_top_k(
     exclude: Exclusions | None = None,
     absent: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Exact top-`k` (scores, rows) by inner product, queries in chunks of bounded memory.
-
-    `absent` (bool per row) marks rows that may never be returned. Slots left
-    without a candidate have score -inf (their row is then meaningless).
-    """
-    rows = vectors.shape[0]
-    k = min(k, rows)
-    chunk = max(1, MAX_SCORES // max(rows, 1))
-    parts_s, parts_r = [], []
-    for start in range(0, queries.shape[0], chunk):
-        scores = queries[start : start + chunk] @ vectors.T
-        if absent is not None:
-            scores.masked_fill_(absent, float("-inf"))
-        if exclude is not None:
-            seen = exclude[start : start + chunk]
-            lengths = torch.tensor([len(s) for s in seen], dtype=torch.long)
-            if int(lengths.sum()):
-                at = torch.repeat_interleave(torch.arange(len(seen)), lengths)
-                items = torch.tensor([i for s in seen for i in s], dtype=torch.long)
-                keep = items < rows
-                scores[at[keep], items[keep]] = float("-inf")
-        top = torch.topk(scores, k, dim=1)
-        parts_s.append(top.values)
-        parts_r.append(top.indices)
-    if not parts_s:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    return torch.cat(parts_s), torch.cat(parts_r)
+    """Exact top-`k` (scores, rows) by inner product (`top_n`, with exclusions given
+    per query). `absent` (bool per row) marks rows that may never be returned. Slots
+    left without a candidate have score -inf and row -1."""
+    exclude_rows = exclude_items = None
+    if exclude is not None:
+        lengths = torch.tensor([len(seen) for seen in exclude], dtype=torch.long)
+        owners = torch.repeat_interleave(torch.arange(len(exclude)), lengths)
+        items = torch.tensor([i for seen in exclude for i in seen], dtype=torch.long)
+        keep = items < vectors.shape[0]
+        exclude_rows, exclude_items = owners[keep], items[keep]
+    return top_n(queries, vectors, k, exclude_rows, exclude_items, absent)
 
 
 class ExactIndex:

@@ -7,7 +7,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-CHUNK_SCORES = 1 << 20  # scores per chunk of users (4 MiB)
+# Scores per chunk of users (4 MiB), but never fewer than MIN_CHUNK_USERS users a chunk:
+# each chunk reads the whole item table once, which dominates for large catalogues.
+CHUNK_SCORES = 1 << 20
+MIN_CHUNK_USERS = 64
 
 
 @nb.njit(cache=True, nogil=True)
@@ -55,12 +58,14 @@ def top_n(
     n: int,
     exclude_rows: Tensor | None = None,
     exclude_items: Tensor | None = None,
+    absent: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Scores and item indices of the `n` best items per user, best first.
 
     `exclude_rows[j]` (a row of the batch, ascending) may not be recommended
-    `exclude_items[j]`; excluded or missing slots come back with score -inf,
-    so callers drop entries whose score is not finite. Users go through in chunks
+    `exclude_items[j]`; `absent` (bool per item) marks items no one may get.
+    Excluded or missing slots come back with score -inf and index -1, so callers
+    drop entries whose score is not finite. Users go through in chunks
     that share one score buffer (fresh buffers of tens of megabytes per batch cost
     more in page faults than the products).
     """
@@ -68,7 +73,7 @@ def top_n(
     k = min(n, items)
     values = torch.empty(users, k)
     columns = torch.empty(users, k, dtype=torch.long)
-    chunk = max(1, min(users, CHUNK_SCORES // max(items, 1)))
+    chunk = max(1, min(users, max(MIN_CHUNK_USERS, CHUNK_SCORES // max(items, 1))))
     buffer = torch.empty(chunk, items)
     bounds = (
         torch.searchsorted(exclude_rows, torch.arange(0, users + chunk, chunk))
@@ -78,6 +83,8 @@ def top_n(
     for number, start in enumerate(range(0, users, chunk)):
         stop = min(start + chunk, users)
         scores = torch.matmul(user_vectors[start:stop], item_vectors.T, out=buffer[: stop - start])
+        if absent is not None:
+            scores.masked_fill_(absent, float("-inf"))
         if bounds is not None and exclude_items is not None:
             first, last = int(bounds[number]), int(bounds[number + 1])
             scores[exclude_rows[first:last] - start, exclude_items[first:last]] = float("-inf")
