@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
 VIEWS_TOPIC: Final = "recstream.views"
 DEAD_LETTER_SUFFIX: Final = ".dlq"
 ITEMS_TOPIC: Final = "recstream.items"
@@ -99,7 +101,11 @@ def _check_id(name: str, value: object) -> InvalidRecord | None:
     text = id_text(value)
     if not text:
         return InvalidRecord("bad_id", f"{name} is empty")
-    if len(text.encode("utf-8")) > MAX_ID_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return InvalidRecord("bad_id", f"{name} is not valid Unicode (a lone surrogate)")
+    if size > MAX_ID_BYTES:
         return InvalidRecord("id_too_long", f"{name} is over {MAX_ID_BYTES} bytes")
     return None
 
@@ -117,9 +123,18 @@ def decode_view(
     except UnicodeDecodeError as error:
         return InvalidRecord("not_utf8", str(error))
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        return InvalidRecord("not_json", str(error)[:200])
+        body = orjson.loads(value)  # the fast path; strict JSON, like the fallback
+        # orjson reads integers over 64 bits as floats: ids must come out as json's ints
+        exact = not (
+            isinstance(body, dict) and any(isinstance(body.get(n), float) for n in REQUIRED_FIELDS)
+        )
+    except orjson.JSONDecodeError:  # what orjson refuses (lone surrogates), or the reason
+        exact = False
+    if not exact:
+        try:
+            body = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as error:
+            return InvalidRecord("not_json", str(error)[:200])
     if not isinstance(body, dict):
         return InvalidRecord("not_object", f"value is a JSON {type(body).__name__}")
     unknown = set(body) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)

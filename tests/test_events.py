@@ -71,6 +71,13 @@ def test_invalid_records_name_their_reason(value: bytes | None, reason: str) -> 
     assert decoded.reason in INVALID_REASONS
 
 
+def test_what_the_fast_parser_refuses_is_parsed_as_before() -> None:
+    big = decode_view(b'{"user": 18446744073709551617, "item": "i", "ts": 1}')
+    assert isinstance(big, ViewEvent) and big.user == 2**64 + 1
+    surrogate = decode_view(b'{"user": "u", "item": "\\ud800", "ts": 1}')
+    assert isinstance(surrogate, InvalidRecord) and surrogate.reason == "bad_id"
+
+
 def test_key_must_be_the_user() -> None:
     decoded = decode_view(b'{"user": "a", "item": 1, "ts": 1}', key=b"b")
     assert isinstance(decoded, InvalidRecord)
