@@ -6,6 +6,7 @@ wall time and of CPU time (this process's: steadier on a busy machine), and with
 `git worktree` of an older commit): both run in this one process, interleaved.
 
     PYTHONPATH=. python benchmarks/hot_path.py [--tree OLD_CHECKOUT] [--profile]
+        [--users 50000 --items 20000]   # the end-to-end benchmark's world
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def load(tree: Path) -> dict[str, Any]:
         sys.path.remove(str(tree))
 
 
-def run(modules: dict[str, Any], profile: bool) -> dict[str, float]:
-    events = list(itertools.islice(modules["sources"].open_source("synthetic"), EVENTS))
+def run(modules: dict[str, Any], profile: bool, world: dict[str, int]) -> dict[str, float]:
+    stream = modules["sources"].open_source("synthetic", **world)
+    events = list(itertools.islice(stream, EVENTS))
     recommender = modules["pipeline"].OnlineRecommender(
         modules["config"].ModelConfig(), modules["memory"].MemoryStore()
     )
@@ -69,7 +71,10 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, help="an older checkout to compare against")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=2_000, help="synthetic world (its default)")
+    parser.add_argument("--items", type=int, default=1_000)
     args = parser.parse_args()
+    world = {"n_users": args.users, "n_items": args.items}
     pin_threads(1)
     info = machine()
     print(f"machine: {describe(info)}; one thread")
@@ -78,19 +83,25 @@ def main() -> None:
     best: dict[str, dict[str, float]] = {}
     for round_ in range(args.rounds):
         for name, tree in trees.items():
-            result = run(load(tree), args.profile and round_ == 0)
+            result = run(load(tree), args.profile and round_ == 0, world)
             print(f"{name:>10}: {result}")
             kept = best.setdefault(name, result)
             for key, value in result.items():
                 kept[key] = max(kept[key], value)
-    report: dict[str, Any] = {"machine": info, "batch": BATCH, "events": EVENTS - WARM}
+    report: dict[str, Any] = {
+        "machine": info,
+        "batch": BATCH,
+        "events": EVENTS - WARM,
+        "world": world,
+    }
     report["best_of_rounds"] = best
     if "before" in best:
         report["speedup_cpu"] = round(
             best["this tree"]["events_per_cpu_s"] / best["before"]["events_per_cpu_s"], 2
         )
         print(f"this tree / before, events per CPU second: {report['speedup_cpu']}x")
-    write("hot_path", report)
+    suffix = "" if world == {"n_users": 2_000, "n_items": 1_000} else f"_{args.items}_items"
+    write(f"hot_path{suffix}", report)
 
 
 if __name__ == "__main__":
