@@ -70,9 +70,13 @@ def build(users: int, items: int, dim: int, history: int, seed: int) -> OnlineRe
     model.sync_rows()  # tables initialised N(0, init_std), one history per user
     rng = np.random.default_rng(seed)
     watched = rng.integers(0, items, size=(users, history))
-    model.history = [set(row) for row in watched.tolist()]
+    model.history.add(np.repeat(np.arange(users), history), watched.ravel())
     recommender.popularity.add(watched[:, 0].copy())
     return recommender
+
+
+def users_of(recommender: OnlineRecommender) -> int:
+    return len(recommender.model.users)
 
 
 def timed(action: Any) -> tuple[Any, float]:
@@ -145,7 +149,10 @@ def main() -> None:
             assert torch.equal(
                 restored.model.user_table.weight, recommender.model.user_table.weight
             )
-            assert restored.model.history[-1] == recommender.model.history[-1]
+            last = users_of(recommender) - 1
+            assert np.array_equal(
+                restored.model.history.items(last), recommender.model.history.items(last)
+            )
             runs.append(
                 {
                     "state_s": state_s,

@@ -24,9 +24,8 @@ if ! "$venv/bin/python" -c "import $modules" 2>/dev/null; then
     # The project's dependencies and its [bench] extra (peers, ANN libraries, threadpoolctl).
     "$venv/bin/pip" install -q "$root[bench]" >&2
     "$venv/bin/pip" uninstall -q -y recstream >&2
-    # C CRC-32C for kafka-python and hiredis for redis-py (proposed main dependencies:
-    # benchmarks/README.md "Profile"), and pyinstrument for hot_path.py --profile.
-    "$venv/bin/pip" install -q crc32c hiredis pyinstrument >&2
+    # pyinstrument for hot_path.py --profile.
+    "$venv/bin/pip" install -q pyinstrument >&2
 fi
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/recstream-bench.XXXXXX")
