@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from consumers.model.config import ModelConfig
-from consumers.model.kernel import pairwise_step
+from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.learner import MatrixFactorization
 from consumers.model.registry import IdRegistry
 from consumers.model.sampling import uniform_candidates, uniform_negatives
@@ -66,11 +66,7 @@ def _kernel(
         np.array(candidates, dtype=np.int64),
         np.array(weights, dtype=np.float32),
         negatives,
-        config.learning_rate,
-        config.l2,
-        config.margin,
-        config.loss == "bpr",
-        config.optimizer == "adagrad",
+        *hyper_parameters(config),
     )
     return loss, weight, skipped, negatives.tolist()
 

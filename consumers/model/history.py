@@ -21,6 +21,8 @@ MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 MIN_SLOTS = 1 << 10
 MIN_ENTRIES = 1 << 10
 AHEAD = 8  # pairs whose slots are requested before they are needed
+# Per user: head entry, count; per entry: item, next entry (-1 ends a chain). int32 each.
+Chains = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -89,17 +91,11 @@ def _delete_key(slots: np.ndarray, key: int) -> None:
 
 @nb.njit(cache=True, nogil=True)
 def _add_pairs(
-    slots: np.ndarray,
-    head: np.ndarray,
-    count: np.ndarray,
-    item_of: np.ndarray,
-    next_of: np.ndarray,
-    used: int,
-    users: np.ndarray,
-    items: np.ndarray,
-    added: np.ndarray,
-) -> int:
-    """Insert pairs; `added[i]` says whether pair i was new. Returns the entries used."""
+    slots: np.ndarray, chains: Chains, used: int, users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """Insert pairs; whether each was new. Needs room for every pair in `chains`."""
+    head, count, item_of, next_of = chains
+    added = np.zeros(users.shape[0], dtype=np.bool_)
     for i in range(users.shape[0]):
         if i + AHEAD < users.shape[0]:
             prefetch(slots, home_slot(slots, users[i + AHEAD], items[i + AHEAD]))
@@ -112,20 +108,13 @@ def _add_pairs(
             head[user] = used
             count[user] += 1
             used += 1
-    return used
+    return added
 
 
 @nb.njit(cache=True, nogil=True)
-def _remove_pairs(
-    slots: np.ndarray,
-    head: np.ndarray,
-    count: np.ndarray,
-    item_of: np.ndarray,
-    next_of: np.ndarray,
-    users: np.ndarray,
-    items: np.ndarray,
-) -> int:
+def _remove_pairs(slots: np.ndarray, chains: Chains, users: np.ndarray, items: np.ndarray) -> int:
     """Take pairs out (their entries stay allocated); returns how many were there."""
+    head, count, item_of, next_of = chains
     removed = 0
     for i in range(users.shape[0]):
         user, item = users[i], items[i]
@@ -145,14 +134,8 @@ def _remove_pairs(
 
 
 @nb.njit(cache=True, nogil=True)
-def _forget_user(
-    slots: np.ndarray,
-    head: np.ndarray,
-    count: np.ndarray,
-    item_of: np.ndarray,
-    next_of: np.ndarray,
-    user: int,
-) -> None:
+def _forget_user(slots: np.ndarray, chains: Chains, user: int) -> None:
+    head, count, item_of, next_of = chains
     entry = head[user]
     while entry >= 0:
         _delete_key(slots, pair_key(user, item_of[entry]))
@@ -169,14 +152,9 @@ def _rehash(old: np.ndarray, slots: np.ndarray) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
-def _lists(
-    head: np.ndarray,
-    item_of: np.ndarray,
-    next_of: np.ndarray,
-    users: np.ndarray,
-    offsets: np.ndarray,
-) -> np.ndarray:
+def _lists(chains: Chains, users: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Concatenated item lists of `users` (each sorted), given their `offsets`."""
+    head, _, item_of, next_of = chains
     values = np.empty(offsets[-1], dtype=np.int64)
     for i in range(users.shape[0]):
         at, entry = offsets[i], head[users[i]]
@@ -202,6 +180,9 @@ class History:
         self._item_of = np.empty(MIN_ENTRIES, dtype=np.int32)
         self._next_of = np.empty(MIN_ENTRIES, dtype=np.int32)
         self._used = 0
+
+    def _chains(self) -> Chains:
+        return self._head, self._count, self._item_of, self._next_of
 
     @property
     def users(self) -> int:
@@ -233,36 +214,24 @@ class History:
         users = np.ascontiguousarray(users, dtype=np.int64)
         items = np.ascontiguousarray(items, dtype=np.int64)
         self._reserve(users.shape[0])
-        added = np.zeros(users.shape[0], dtype=np.bool_)
-        self._used = _add_pairs(
-            self.slots,
-            self._head,
-            self._count,
-            self._item_of,
-            self._next_of,
-            self._used,
-            users,
-            items,
-            added,
-        )
-        self._occupied += int(added.sum())
+        added = _add_pairs(self.slots, self._chains(), self._used, users, items)
+        new = int(added.sum())
+        self._used += new
+        self._occupied += new
         return added
 
     def remove(self, users: np.ndarray, items: np.ndarray) -> None:
         """Take these pairs out of the history (those absent are ignored)."""
         _remove_pairs(
             self.slots,
-            self._head,
-            self._count,
-            self._item_of,
-            self._next_of,
+            self._chains(),
             np.ascontiguousarray(users, dtype=np.int64),
             np.ascontiguousarray(items, dtype=np.int64),
         )
 
     def forget(self, user: int) -> None:
         """Empty one user's history (their entries stay allocated until a reload)."""
-        _forget_user(self.slots, self._head, self._count, self._item_of, self._next_of, user)
+        _forget_user(self.slots, self._chains(), user)
 
     def counts(self, users: np.ndarray) -> np.ndarray:
         """How many items each of these users watched."""
@@ -282,7 +251,7 @@ class History:
         users = np.ascontiguousarray(users, dtype=np.int64)
         offsets = np.zeros(users.shape[0] + 1, dtype=np.int64)
         np.cumsum(self._count[users], out=offsets[1:])
-        return offsets, _lists(self._head, self._item_of, self._next_of, users, offsets)
+        return offsets, _lists(self._chains(), users, offsets)
 
     def items(self, user: int) -> np.ndarray:
         return self.lists(np.array([user]))[1]

@@ -18,6 +18,7 @@ import math
 import numba as nb
 import numpy as np
 
+from consumers.model.config import ModelConfig
 from consumers.model.history import contains_pair, home_slot
 from consumers.model.prefetch import prefetch
 
@@ -166,3 +167,9 @@ def pairwise_step(
         loss_sum += loss * weight
         weight_sum += weight
     return loss_sum, weight_sum, skipped
+
+
+def hyper_parameters(config: ModelConfig) -> tuple[float, float, float, bool, bool]:
+    """`pairwise_step`'s trailing arguments for a learner's configuration."""
+    bpr, adagrad = config.loss == "bpr", config.optimizer == "adagrad"
+    return config.learning_rate, config.l2, config.margin, bpr, adagrad

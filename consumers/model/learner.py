@@ -12,7 +12,7 @@ from torch import Tensor
 from consumers.model.ann import LiveSearch, make_index
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.history import History
-from consumers.model.kernel import pairwise_step
+from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.packing import section
 from consumers.model.sampling import uniform_candidates
 from consumers.model.storage import Storage, local_storage
@@ -135,11 +135,7 @@ class MatrixFactorization:
                 candidates.numpy(),
                 weights_array,
                 negatives,
-                config.learning_rate,
-                config.l2,
-                config.margin,
-                config.loss == "bpr",
-                config.optimizer == "adagrad",
+                *hyper_parameters(config),
             )
             if done == 0:
                 loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
