@@ -44,8 +44,9 @@ def movielens_100k(folder: Path | None = None) -> list[ViewEvent]:
     return by_time(read_movielens(folder))
 
 
-def drifting_synthetic(events: int, drift_at: float, seed: int = 0) -> list[ViewEvent]:
-    """The planted-cluster synthetic stream; every user's taste changes at `drift_at`."""
+def planted_synthetic(events: int, drift_at: float | None, seed: int = 0) -> list[ViewEvent]:
+    """The planted-cluster synthetic stream; every user's taste changes at `drift_at`
+    (a fraction of the stream; None: never)."""
     config = SyntheticConfig(
         n_users=1000, n_items=1000, events=events, drift_at=drift_at, seed=seed
     )

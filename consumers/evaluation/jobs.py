@@ -35,7 +35,8 @@ MODEL_KEYS = (
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """`ml-100k`, or `synthetic-drift` with its length, drift point and seed."""
+    """`ml-100k`; `synthetic-drift` with its length, drift point and seed; or
+    `synthetic-steady`, the same generator without the drift."""
 
     name: str
     events: int = 0
@@ -45,12 +46,14 @@ class StreamSpec:
 
 @functools.cache
 def load_stream(spec: StreamSpec) -> EncodedStream:
-    from consumers.evaluation.data import drifting_synthetic, movielens_100k
+    from consumers.evaluation.data import movielens_100k, planted_synthetic
 
     if spec.name == "ml-100k":
         return EncodedStream.encode(movielens_100k())
     if spec.name == "synthetic-drift":
-        return EncodedStream.encode(drifting_synthetic(spec.events, spec.drift_at, spec.seed))
+        return EncodedStream.encode(planted_synthetic(spec.events, spec.drift_at, spec.seed))
+    if spec.name == "synthetic-steady":
+        return EncodedStream.encode(planted_synthetic(spec.events, None, spec.seed))
     raise ValueError(f"unknown stream {spec.name!r}")
 
 

@@ -193,6 +193,8 @@ def run_evaluation(
     train_stop = split_point(test_start, 1.0 - plan.validation_fraction)
     drift_spec = StreamSpec("synthetic-drift", plan.drift_events, plan.drift_at)
     drift_stream = load_stream(drift_spec)
+    steady_spec = StreamSpec("synthetic-steady", plan.drift_events)
+    steady_stream = load_stream(steady_spec)
     drift_start = split_point(len(drift_stream), 1.0 - plan.drift_test_fraction)
     drift_point = split_point(len(drift_stream), plan.drift_at)
     peers, missing = available_peers(plan)
@@ -213,9 +215,12 @@ def run_evaluation(
 
     eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True)
     drift_jobs = _eval_jobs(plan, params[drift_spec.name], drift_spec, drift_start, False)
+    # The steady stream's peers keep the parameters tuned on the drifting stream's
+    # validation stretch, which lies before its drift: the same generator, undrifted.
+    steady_jobs = _eval_jobs(plan, params[drift_spec.name], steady_spec, drift_start, False)
     diag_jobs = _diagnostic_jobs(plan, train_stop, test_start) if diagnostics else []
     everything = sorted(
-        eval_jobs + drift_jobs + diag_jobs,
+        eval_jobs + drift_jobs + steady_jobs + diag_jobs,
         key=lambda job: (
             COST_ORDER.index(job.system.kind) if job.system.kind in COST_ORDER else 99,
             job.stream.name != "ml-100k",
@@ -225,6 +230,7 @@ def run_evaluation(
     results = _run_all(everything, run_eval_job, workers, log, "done")
     ml = [r for r in results if r.job in eval_jobs]
     drifting = [r for r in results if r.job in drift_jobs]
+    steady = [r for r in results if r.job in steady_jobs]
     diag = [r for r in results if r.job in diag_jobs]
 
     report = _report(
@@ -233,6 +239,7 @@ def run_evaluation(
         stream,
         ml,
         drifting,
+        (steady_stream, steady),
         diag,
         tuned,
         params,
@@ -264,6 +271,7 @@ def _report(
     stream: Any,
     ml: list[EvalResult],
     drifting: list[EvalResult],
+    steady: tuple[Any, list[EvalResult]],
     diag: list[EvalResult],
     tuned: dict[str, dict[str, TuneResult]],
     params: dict[str, dict[str, dict[str, Any]]],
@@ -273,6 +281,8 @@ def _report(
     rng = np.random.default_rng(0)
     grouped = by_label(ml)
     drift_grouped = by_label(drifting)
+    steady_stream, steady_results = steady
+    steady_grouped = by_label(steady_results)
     return {
         "machine": host,
         "plan": {
@@ -298,6 +308,11 @@ def _report(
             "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),
             "prequential": prequential_table(drift_grouped),
             "curves": curves(drift_grouped, plan.window),
+        },
+        "steady": {
+            "prequential": prequential_table(steady_grouped),
+            "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap),
+            "curves": curves(steady_grouped, plan.window),
         },
         "diagnostics": prequential_table(by_label(diag)),
     }
