@@ -350,12 +350,16 @@ class OnlineRecommender:
         ).items():
             served[row] = ranked[0][:QUALITY_K]
             user_tops[model.users.raw(row)] = self._as_list(ranked)
-        similar = {
-            model.items.raw(row): self._as_list(ranked)
-            for row, ranked in self._ranked(
-                positive_rows, *model.similar(torch.from_numpy(positive_rows), n)
-            ).items()
-        }
+        similar = (
+            {
+                model.items.raw(row): self._as_list(ranked)
+                for row, ranked in self._ranked(
+                    positive_rows, *model.similar(torch.from_numpy(positive_rows), n)
+                ).items()
+            }
+            if positive_rows.size  # none between similar-list refreshes
+            else {}
+        )
         user_vectors = model.user_table.weight[torch.from_numpy(user_rows)].numpy()
         item_vectors = model.item_table.weight[torch.from_numpy(touched_items)].numpy()
         popular_rows = self.popularity.top(n, self.popularity.ranking(n, len(model.items)))

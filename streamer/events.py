@@ -119,10 +119,6 @@ def decode_view(
     if len(value) > MAX_VALUE_BYTES:
         return InvalidRecord("oversize", f"value is {len(value)} bytes, limit {MAX_VALUE_BYTES}")
     try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return InvalidRecord("not_utf8", str(error))
-    try:
         body = orjson.loads(value)  # the fast path; strict JSON, like the fallback
         # orjson reads integers over 64 bits as floats: ids must come out as json's ints
         exact = not (
@@ -131,6 +127,10 @@ def decode_view(
     except orjson.JSONDecodeError:  # what orjson refuses (lone surrogates), or the reason
         exact = False
     if not exact:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return InvalidRecord("not_utf8", str(error))
         try:
             body = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as error:

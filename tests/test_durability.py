@@ -319,23 +319,28 @@ def report(title: str, recoveries: list[Recovery]) -> None:
         )
 
 
-@pytest.mark.timeout(600)
-def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, redis_db: RedisTarget,
-    learners: list[Learner], tmp_path: Path,
-) -> None:  # fmt: skip
-    """Count-based batches on one partition: after three kill -9s and restarts, every
-    event applied once, and the tables equal those of a learner that never stopped."""
-    topic = create_topic(kafka_admin, partitions=1)
-    _, events = planted(20_000, seed=21)  # 80 batches of 250
+def killed_and_unbroken(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_db: RedisTarget,
+    learners: list[Learner],
+    tmp_path: Path,
+    events: list[ViewEvent],
+    kill_from: tuple[int, ...],
+    seed: int,
+    title: str,
+    *extra: str,
+) -> dict[str, Checkpoint | None]:
+    """Two learners on one paced stream: "killed" is killed -9 and restarted at a random
+    moment within 2,000 events after each of `kill_from`, "unbroken" never stops. Once
+    both learned every event and stopped cleanly: each one's newest checkpoint."""
     client = redis_db.client
-    count_batches = ("--max-wait-s", "1e9")
     runs = {
         name: (
             tmp_path / name,
             consume_args(
                 kafka_bootstrap, topic, redis_db.url, f"{redis_db.prefix}{name}:",
-                tmp_path / name, *count_batches,
+                tmp_path / name, *extra,
             ),
         )
         for name in ("killed", "unbroken")
@@ -345,22 +350,37 @@ def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
     for name, (_, args) in runs.items():
         learners.append(Learner(args, tmp_path / f"{name}.log").start())
     killed, unbroken = learners
-    rng = random.Random(5)
-    kill_targets = [rng.randrange(a, a + 2000) for a in (3000, 9000, 15000)]
+    rng = random.Random(seed)
+    kill_targets = [rng.randrange(a, a + 2000) for a in kill_from]
     killed, recoveries = run_with_kills(
         killed, runs["killed"][0], client, f"{redis_db.prefix}killed:", kill_targets, rng,
         learners,
     )  # fmt: skip
-    report("one partition, count-based batches:", recoveries)
+    report(title, recoveries)
     stream.finish()
+    total = len(events)
     for learner, name in ((killed, "killed"), (unbroken, "unbroken")):
         prefix = f"{redis_db.prefix}{name}:"
-        wait_on(learner, lambda p=prefix: meta_events(client, p) >= 20_000, 300, f"{name}: all")
+        wait_on(learner, lambda p=prefix: meta_events(client, p) >= total, 300, f"{name}: all")
         assert learner.stop() == 0
+    return {name: latest_checkpoint(directory) for name, (directory, _) in runs.items()}
 
+
+@pytest.mark.timeout(600)
+def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, redis_db: RedisTarget,
+    learners: list[Learner], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Count-based batches on one partition: after three kill -9s and restarts, every
+    event applied once, and the tables equal those of a learner that never stopped."""
+    topic = create_topic(kafka_admin, partitions=1)
+    _, events = planted(20_000, seed=21)  # 80 batches of 250
+    final = killed_and_unbroken(
+        kafka_bootstrap, topic, redis_db, learners, tmp_path, events, (3000, 9000, 15000), 5,
+        "one partition, count-based batches:", "--max-wait-s", "1e9",
+    )  # fmt: skip
     ends = end_offsets(kafka_bootstrap, topic)
     assert ends == {0: 20_000}
-    final = {name: latest_checkpoint(directory) for name, (directory, _) in runs.items()}
     for checkpoint in final.values():
         assert applied_per_partition(checkpoint, topic) == ends
         assert checkpoint is not None and checkpoint.manifest["events"] == 20_000
@@ -401,38 +421,12 @@ def test_kill_9_on_four_partitions_loses_nothing_and_learns_as_well(
     """Time-based batches over four partitions: after three kill -9s, the applied count of
     every partition equals its end offset, and offline quality matches an unbroken run."""
     config, events = planted(20_000, seed=22)
-    client = redis_db.client
-    runs = {
-        name: (
-            tmp_path / name,
-            consume_args(
-                kafka_bootstrap, kafka_topic, redis_db.url, f"{redis_db.prefix}{name}:",
-                tmp_path / name,
-            ),
-        )
-        for name in ("killed", "unbroken")
-    }  # fmt: skip
-    stream = Stream(kafka_bootstrap, kafka_topic, events, rate=1000)
-    stream.start()
-    for name, (_, args) in runs.items():
-        learners.append(Learner(args, tmp_path / f"{name}.log").start())
-    killed, unbroken = learners
-    rng = random.Random(6)
-    kill_targets = [rng.randrange(a, a + 2000) for a in (2000, 8000, 14000)]
-    killed, recoveries = run_with_kills(
-        killed, runs["killed"][0], client, f"{redis_db.prefix}killed:", kill_targets, rng,
-        learners,
+    final = killed_and_unbroken(
+        kafka_bootstrap, kafka_topic, redis_db, learners, tmp_path, events, (2000, 8000, 14000),
+        6, "four partitions, time-based batches:",
     )  # fmt: skip
-    report("four partitions, time-based batches:", recoveries)
-    stream.finish()
-    for learner, name in ((killed, "killed"), (unbroken, "unbroken")):
-        prefix = f"{redis_db.prefix}{name}:"
-        wait_on(learner, lambda p=prefix: meta_events(client, p) >= 20_000, 300, f"{name}: all")
-        assert learner.stop() == 0
-
     ends = end_offsets(kafka_bootstrap, kafka_topic)
     assert sum(ends.values()) == 20_000
-    final = {name: latest_checkpoint(directory) for name, (directory, _) in runs.items()}
     for checkpoint in final.values():
         assert applied_per_partition(checkpoint, kafka_topic) == ends
     assert (
