@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
+import sys
 import tempfile
 import time
 from functools import partial
@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from benchmarks.common import machine, pin_threads
 from consumers.checkpoint import latest_checkpoint, write_checkpoint
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
@@ -39,26 +41,6 @@ from consumers.service import CheckpointPolicy
 from consumers.sinks.memory import MemoryStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "system": platform.platform(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def build(users: int, items: int, dim: int, history: int, seed: int) -> OnlineRecommender:
@@ -120,7 +102,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    pin_threads(1)
 
     print(f"building {args.users:,} users x {args.dim} + {args.items:,} items ...", flush=True)
     recommender, build_s = timed(
