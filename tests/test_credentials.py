@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -74,7 +75,7 @@ class Secured:
     redis_port: int  # plain, the default user (the test's own view)
     redis_tls_port: int
 
-    def kafka_options(self, user: str = "learner") -> dict[str, str]:
+    def kafka_options(self, user: str = "learner") -> dict[str, Any]:
         return {
             "security_protocol": "SASL_SSL",
             "sasl_mechanism": "SCRAM-SHA-512",
@@ -286,7 +287,7 @@ def test_no_password_goes_in_clear_beyond_loopback_unless_allowed() -> None:
         RedisStore.from_url("redis://cache.internal:6379/0", password=SecretStr("s"))
     with pytest.raises(PreflightError, match=r"refusing to send the password .* in clear"):
         RedisStore.from_url("redis://learner:s@10.0.0.7:6379/0")
-    sasl = {
+    sasl: dict[str, Any] = {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "learner",
