@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout,
             options=settings.redis_options,
             password=settings.redis_password,
+            allow_plaintext_secrets=settings.allow_plaintext_secrets,
         )
     return 0
 

@@ -15,9 +15,10 @@ import numpy as np
 import redis
 
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
-from consumers.sinks.redis import RedisStore
+from consumers.sinks.redis import RedisStore, display_url
 from consumers.sinks.schema import DEFAULT_PREFIX, Keys, decode_ranked, decode_vector
 from streamer.events import Id, id_text
+from streamer.preflight import PreflightError
 
 Source = Literal["personal", "popular", "similar"]
 
@@ -122,18 +123,23 @@ def run_recommend(
     1 when there is nothing to show (no list under `prefix`) or Redis cannot be read;
     the reason goes to stderr.
     """
-    client = RecommendationClient.from_url(redis_url, prefix, **redis_config)
+    where = display_url(redis_url)
+    try:
+        client = RecommendationClient.from_url(redis_url, prefix, **redis_config)
+    except PreflightError as error:
+        print(f"recstream recommend: {error}", file=sys.stderr)
+        return 1
     try:
         result = client.top_n(user, n)
     except (redis.RedisError, StoreUnavailable) as error:
-        print(f"recstream recommend: cannot read {redis_url}: {error}", file=sys.stderr)
+        print(f"recstream recommend: cannot read {where}: {error}", file=sys.stderr)
         return 1
     finally:
         client.close()
     if not result.items:
         print(
             f"recstream recommend: no list for user {user!r} and no popular list under "
-            f"prefix {prefix!r}: is a learner publishing to {redis_url}?",
+            f"prefix {prefix!r}: is a learner publishing to {where}?",
             file=sys.stderr,
         )
         return 1

@@ -50,6 +50,7 @@ class PublishResult:
     users: int
     seconds: float
     freshness: np.ndarray
+    error: str = ""  # why the store refused, when not ok
 
 
 class OnlineRecommender:
@@ -100,6 +101,7 @@ class OnlineRecommender:
         self._retry_delay = 0.0
         self._retry_at = 0.0
         self._outage = False
+        self._store_error = ""
         self._published_at = float("-inf")
         self._similar_at = float("-inf")
 
@@ -179,7 +181,7 @@ class OnlineRecommender:
             self.publish_failures += 1
             self._retry_delay = min(max(2 * self._retry_delay, 0.5), MAX_RETRY_SECONDS)
             self._retry_at = self.clock() + self._retry_delay
-            return PublishResult(False, 0, seconds, np.empty(0))
+            return PublishResult(False, 0, seconds, np.empty(0), self._store_error)
         published_at = self.clock()
         self._published_at = published_at
         self.served.update(served)
@@ -317,7 +319,8 @@ class OnlineRecommender:
     def _delete_doomed(self) -> bool:
         try:
             self.store.delete(sorted(self._doomed_keys))
-        except StoreUnavailable:
+        except StoreUnavailable as error:
+            self._store_error = str(error)
             return False
         self._doomed_keys.clear()
         return True
@@ -387,6 +390,7 @@ class OnlineRecommender:
         )
         try:
             self.store.publish(publication)
-        except StoreUnavailable:
+        except StoreUnavailable as error:
+            self._store_error = str(error)
             return None
         return served

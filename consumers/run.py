@@ -17,9 +17,11 @@ from consumers.http import serve
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
+from consumers.preflight import check_consume
 from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
+from streamer.preflight import PreflightError
 from streamer.settings import kafka_client_options
 
 if TYPE_CHECKING:
@@ -33,7 +35,13 @@ class StopFlag(Protocol):
 
 
 def run_consume(settings: ConsumeSettings) -> int:
-    """One learner, or a supervisor of `--workers N` sharing their tables."""
+    """One learner, or a supervisor of `--workers N` sharing their tables; 2 when a
+    service refuses the credentials or the settings cannot work (one line on stderr)."""
+    try:
+        check_consume(settings)
+    except PreflightError as error:
+        print(f"recstream consume: {error}", file=sys.stderr)
+        return 2
     if settings.workers > 1:
         from consumers.workers import run_workers
 
@@ -74,7 +82,11 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         worker=None if worker is None else (worker.index, worker.count),
     )
     store = RedisStore.from_url(
-        settings.redis, settings.prefix, settings.redis_options, settings.redis_password
+        settings.redis,
+        settings.prefix,
+        settings.redis_options,
+        settings.redis_password,
+        settings.allow_plaintext_secrets,
     )
     publishing = settings.publishing()
     recommender = (

@@ -316,8 +316,9 @@ class LearnerService:
         self.health.pending(self.recommender.pending)
         if result is None:
             return
-        self.health.mark("publish", result.ok, "" if result.ok else "store unavailable")
-        if not result.ok:
+        self.health.mark("publish", result.ok, "" if result.ok else result.error or "failed")
+        if not result.ok:  # retried with backoff, so logged at most every few seconds
+            log.warning("publish failed: %s", result.error)
             self.metrics.redis_errors.inc()
             return
         self.metrics.publish_seconds.observe(result.seconds)

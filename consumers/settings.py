@@ -115,6 +115,9 @@ class ConsumeSettings(LearnerSettings):
     redis: str = "redis://127.0.0.1:6379/0"
     redis_options: JsonObject = Field(default_factory=dict)
     redis_password: SecretStr | None = None
+    allow_plaintext_secrets: bool = Field(
+        False, description="send passwords over plain connections to hosts beyond loopback"
+    )
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
 
@@ -141,4 +144,7 @@ class RecommendSettings(BaseSettings):
     redis: str = "redis://127.0.0.1:6379/0"
     redis_options: JsonObject = Field(default_factory=dict)
     redis_password: SecretStr | None = None
+    allow_plaintext_secrets: bool = Field(
+        False, description="send passwords over plain connections to hosts beyond loopback"
+    )
     prefix: str = DEFAULT_PREFIX

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol, Self
 from kafka import KafkaProducer
 
 from streamer.events import VIEWS_TOPIC, ViewEvent, encode_key, encode_view
+from streamer.preflight import check_kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ class ViewProducer:
     """Publishes `ViewEvent`s to Kafka and accounts for every one of them.
 
     `client_config` goes to `kafka.KafkaProducer` over `DEFAULT_CLIENT_CONFIG` (for SASL/SSL:
-    `security_protocol`, `sasl_mechanism`, `sasl_plain_username`, `ssl_cafile`, ...).
+    `security_protocol`, `sasl_mechanism`, `sasl_plain_username`, `ssl_cafile`, ...);
+    combinations that cannot work, or SASL over a plain connection to a host beyond
+    loopback (unless `allow_plaintext_secrets`), raise `PreflightError` here.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class ViewProducer:
         topic: str = VIEWS_TOPIC,
         compression_type: str | None = None,
         client: ProducerClient | None = None,
+        allow_plaintext_secrets: bool = False,
         **client_config: Any,
     ) -> None:
         if client is not None and client_config:
@@ -81,6 +85,7 @@ class ViewProducer:
         if client is None:
             config = {**DEFAULT_CLIENT_CONFIG, "compression_type": compression_type}
             config.update(client_config)
+            check_kafka_options(bootstrap_servers, config, allow_plaintext_secrets)
             client = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
         self.topic = topic
         self._client: ProducerClient = client

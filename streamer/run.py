@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from streamer.events import ViewEvent
 from streamer.metrics import ProducerMetrics
+from streamer.preflight import PreflightError, check_kafka
 from streamer.producer import ViewProducer
 from streamer.replay import replay
 from streamer.settings import ProduceSettings, kafka_client_options
@@ -16,9 +17,20 @@ OBSERVE_EVERY = 1000
 
 
 def run_produce(settings: ProduceSettings) -> int:
-    """Publish the source (paced to `rate`, at most `events`); returns the count sent."""
+    """Publish the source (paced to `rate`, at most `events`); returns the count sent.
+    Exits at once when Kafka refuses the credentials or the topic (`check_kafka`)."""
     from streamer.sources import open_source
 
+    options = kafka_client_options(settings.kafka_options, settings.kafka_password)
+    try:
+        check_kafka(
+            settings.bootstrap,
+            options,
+            write=[settings.topic],
+            allow_plaintext_secrets=settings.allow_plaintext_secrets,
+        )
+    except PreflightError as error:  # one line on stderr, exit status 1
+        raise SystemExit(f"recstream produce: {error}") from error
     registry = CollectorRegistry()
     metrics = ProducerMetrics(registry)
     server, _ = start_http_server(settings.metrics_port, settings.metrics_addr, registry)
@@ -26,7 +38,8 @@ def run_produce(settings: ProduceSettings) -> int:
         with ViewProducer(
             settings.bootstrap,
             topic=settings.topic,
-            **kafka_client_options(settings.kafka_options, settings.kafka_password),
+            allow_plaintext_secrets=settings.allow_plaintext_secrets,
+            **options,
         ) as producer:
 
             def send(event: ViewEvent) -> None:

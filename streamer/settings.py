@@ -34,6 +34,9 @@ class ProduceSettings(BaseSettings):
     bootstrap: str = "127.0.0.1:9092"
     kafka_options: JsonObject = Field(default_factory=dict)
     kafka_password: SecretStr | None = None
+    allow_plaintext_secrets: bool = Field(
+        False, description="send passwords over plain connections to hosts beyond loopback"
+    )
     topic: str = VIEWS_TOPIC
     source: str = "synthetic"
     rate: float | None = Field(None, gt=0)

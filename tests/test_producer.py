@@ -128,12 +128,12 @@ def test_kafka_config_defaults_and_passthrough(monkeypatch: pytest.MonkeyPatch) 
         return FakeClient()
 
     monkeypatch.setattr(producer_module, "KafkaProducer", fake_kafka_producer)
-    ViewProducer("b:9092", compression_type="gzip", security_protocol="SASL_SSL", linger_ms=20)
+    ViewProducer("b:9092", compression_type="gzip", security_protocol="SSL", linger_ms=20)
     assert made["bootstrap_servers"] == "b:9092"
     assert made["acks"] == "all" and made["enable_idempotence"] is True
     assert (made["compression_type"], made["security_protocol"], made["linger_ms"]) == (
         "gzip",
-        "SASL_SSL",
+        "SSL",
         20,
     )
     assert made["batch_size"] == DEFAULT_CLIENT_CONFIG["batch_size"]

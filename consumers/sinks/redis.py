@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import SecretStr
 
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.schema import Keys, Publication, string_writes
+from streamer.preflight import PreflightError, is_loopback
 
 MSET_KEYS = 1000  # keys per MSET command: bounds how long one command holds Redis
+PROBE_TIMEOUT_S = 5.0
+PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 class RedisStore:
@@ -31,14 +37,29 @@ class RedisStore:
         prefix: str = Keys().prefix,
         options: Mapping[str, Any] | None = None,
         password: SecretStr | None = None,
+        allow_plaintext_secrets: bool = False,
     ) -> RedisStore:
         """`url` may carry AUTH and TLS (rediss://user:pass@host:port/db); `options` go to
-        redis-py as given (ssl_ca_certs, username, ...); `password` overrides the URL's."""
+        redis-py as given (ssl_ca_certs, username, ...); `password` overrides the URL's.
+
+        Raises `PreflightError` for options that cannot work together, and before a
+        password would travel in clear: to a host other than loopback (unless
+        `allow_plaintext_secrets`), or to a port that does not answer plain Redis."""
         config: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
         config.update(options or {})
         if password is not None:
             config["password"] = password.get_secret_value()
-        return cls(redis.Redis.from_url(url, **config), prefix)
+        client = _client(url, config)
+        kwargs = client.connection_pool.connection_kwargs
+        if kwargs.get("password") and client.connection_pool.connection_class is redis.Connection:
+            where = f"Redis at {kwargs.get('host')}:{kwargs.get('port')}"
+            if not (allow_plaintext_secrets or is_loopback(str(kwargs.get("host")))):
+                raise PreflightError(
+                    f"refusing to send the password to {where} in clear: use rediss:// (TLS),"
+                    " or allow_plaintext_secrets = true on a trusted network"
+                )
+            plain_probe(str(kwargs.get("host")), int(kwargs.get("port", 6379)))
+        return cls(client, prefix)
 
     def publish(self, publication: Publication) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -53,13 +74,13 @@ class RedisStore:
         try:
             pipe.execute()
         except redis.RedisError as error:
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(f"redis: {error}") from error
 
     def get(self, key: str) -> bytes | None:
         try:
             value = self.client.get(key)
         except redis.RedisError as error:
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(f"redis: {error}") from error
         return None if value is None else bytes(value)
 
     def get_hash(self, key: str) -> dict[str, str]:
@@ -72,7 +93,72 @@ class RedisStore:
         try:
             self.client.delete(*keys)
         except redis.RedisError as error:
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(f"redis: {error}") from error
 
     def close(self) -> None:
         self.client.close()
+
+
+def display_url(url: str) -> str:
+    """`url` without the password it may carry (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _client(url: str, config: dict[str, Any]) -> redis.Redis:
+    """A client whose options fit its URL: TLS options need rediss://, and an option
+    redis-py does not know fails here rather than at the first publish."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise PreflightError(f"--redis {scheme}://... is not redis://, rediss:// or unix://")
+    tls_options = sorted(name for name in config if name.startswith("ssl"))
+    if tls_options and scheme != "rediss":
+        raise PreflightError(
+            f"redis_options carry TLS options ({', '.join(tls_options)}) but --redis is a"
+            f" {scheme}:// URL: use rediss://host:port/db for TLS, or drop those options"
+        )
+    try:
+        client = redis.Redis.from_url(url, **config)
+        client.connection_pool.make_connection()  # builds, does not connect
+    except (TypeError, ValueError) as error:
+        raise PreflightError(f"--redis / redis_options: {error}") from error
+    return client
+
+
+def plain_probe(host: str, port: int) -> None:
+    """Whether `host:port` answers an unauthenticated PING in plain Redis (any reply:
+    PONG, or NOAUTH), before a password is sent there; else a `PreflightError`."""
+    where = f"Redis at {host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+            sock.sendall(PING)
+            try:
+                reply = sock.recv(64)
+            except OSError:  # reset: a TLS server gives up on what is not a handshake
+                reply = b""
+    except OSError as error:
+        raise PreflightError(f"cannot reach {where} ({error}): check --redis") from error
+    if reply[:1] in (b"+", b"-"):
+        return
+    if _speaks_tls(host, port):
+        raise PreflightError(f"{where}: that port speaks TLS: use rediss:// (no password was sent)")
+    raise PreflightError(f"{where} does not answer plain Redis (got {reply[:16]!r}): check --redis")
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only asking whether it is TLS; nothing is sent
+    try:
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as error:  # an alert (a client certificate wanted, say) is TLS
+        return "ALERT" in str(error.reason)
+    except OSError:
+        return False

@@ -4,6 +4,11 @@
 # prints the bootstrap address. Stop it with: bash ops/kafka/stop.sh DATA_DIR
 # A DATA_DIR from an earlier start is kept: start again with the same ports to restart.
 # Usage: bash ops/kafka/start.sh PORT DATA_DIR [CONTROLLER_PORT]
+# Optional second, secured listener (tests of credentials), from the environment:
+#   KAFKA_SASL_PORT      its port: SASL_PLAINTEXT with SCRAM-SHA-512, or SASL_SSL when
+#   KAFKA_SSL_KEYSTORE   names a PKCS12 keystore (password in KAFKA_SSL_KEYSTORE_PASSWORD)
+#   KAFKA_SCRAM_USERS    "name=password ..." SCRAM-SHA-512 users, added at format time
+#   KAFKA_ACLS=1         StandardAuthorizer: no ACL, no access (PLAINTEXT is a super user)
 set -euo pipefail
 port=$1
 data=$(mkdir -p "$2" && cd "$2" && pwd)
@@ -30,16 +35,40 @@ while [ -z "$controller_port" ] || [ "$controller_port" = "$port" ]; do
     controller_port=$(bash "$here/../ports.sh" 1)
 done
 
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+protocols=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+secured=
+if [ -n "${KAFKA_SASL_PORT:-}" ]; then
+    sasl=SASL_PLAINTEXT
+    [ -z "${KAFKA_SSL_KEYSTORE:-}" ] || sasl=SASL_SSL
+    listeners+=,$sasl://127.0.0.1:$KAFKA_SASL_PORT
+    protocols+=,$sasl:$sasl
+    listener=$(echo "$sasl" | tr '[:upper:]' '[:lower:]')
+    secured="sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.$listener.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required ;"
+    if [ -n "${KAFKA_SSL_KEYSTORE:-}" ]; then
+        secured+="
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+ssl.keystore.password=${KAFKA_SSL_KEYSTORE_PASSWORD:-}"
+    fi
+fi
+if [ "${KAFKA_ACLS:-}" = 1 ]; then
+    secured+="
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS"
+fi
+
 mkdir -p "$data/logs" "$data/log"
 cat >"$data/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+listeners=$listeners
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$data/log
 num.partitions=4
 auto.create.topics.enable=true
@@ -59,7 +88,9 @@ num.recovery.threads.per.data.dir=1
 offsets.topic.num.partitions=4
 transaction.state.log.num.partitions=4
 share.coordinator.state.topic.num.partitions=4
+$secured
 PROPS
+chmod 600 "$data/server.properties" # it may hold the keystore's password
 
 logging=("-Dkafka.logs.dir=$data/logs" "-Dlog4j2.configurationFile=$here/log4j2.properties")
 
@@ -72,9 +103,13 @@ while (u := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).start
     pass
 print(u)')
     # (A short-lived JVM: C1 only and serial GC make it ~1.5 s faster.)
+    scram=()
+    for user in ${KAFKA_SCRAM_USERS:-}; do
+        scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%=*},password=${user#*=}]")
+    done
     java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${logging[@]}" \
         -cp "$lib/*" kafka.tools.StorageTool format --standalone --ignore-formatted \
-        -t "$cluster_id" -c "$data/server.properties" >"$data/logs/format.out" 2>&1 ||
+        -t "$cluster_id" -c "$data/server.properties" "${scram[@]}" >"$data/logs/format.out" 2>&1 ||
         { cat "$data/logs/format.out" >&2; exit 1; }
 fi
 

@@ -3,10 +3,12 @@
 # its pid and log in DIR, and waits until it answers PING. Installs Debian's redis-server
 # when missing (a system redis the package may start on 6379 is left alone).
 # Stop it with: bash ops/redis/stop.sh DIR
-# Usage: bash ops/redis/start.sh PORT DIR
+# Usage: bash ops/redis/start.sh PORT DIR [REDIS-SERVER OPTIONS...]
+# (options such as --tls-port and --user, for tests of credentials; PORT stays plain)
 set -euo pipefail
 port=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
+shift 2
 
 if ! command -v redis-server >/dev/null; then
     echo "redis: installing redis-server with apt-get (first run only)" >&2
@@ -15,7 +17,7 @@ if ! command -v redis-server >/dev/null; then
 fi
 
 redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
-    --databases 64 --dir "$dir" --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
+    --databases 64 --dir "$dir" --logfile "$dir/redis.log" "$@" </dev/null >/dev/null 2>&1 &
 pid=$!
 echo "$pid" >"$dir/redis.pid"
 

@@ -1,0 +1,80 @@
+"""`consume`'s start-up checks: both services reachable, the credentials accepted, and the
+learner allowed to do its work, before anything is learned (and before any worker starts).
+
+Kafka: logged in, the views (and users) topic readable, the group usable, the dead-letter
+topic writable (streamer.preflight). Redis: the options fit the URL, no password sent in
+clear (RedisStore.from_url), logged in, and this user may write keys under the prefix
+(a probe key is written and deleted). A failure is one `PreflightError` naming the cause
+and the setting to change.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+from redis.exceptions import NoPermissionError
+
+from consumers.settings import ConsumeSettings
+from consumers.sinks.redis import RedisStore
+from streamer.events import DEAD_LETTER_SUFFIX
+from streamer.preflight import PreflightError, check_kafka
+from streamer.settings import kafka_client_options
+
+PASSWORD_SETTING = "RECSTREAM_REDIS_PASSWORD"
+
+
+def check_consume(settings: ConsumeSettings) -> None:
+    """Raises `PreflightError` unless the learner can read, write and publish."""
+    topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
+    check_kafka(
+        settings.bootstrap,
+        kafka_client_options(settings.kafka_options, settings.kafka_password),
+        read=topics,
+        write=[settings.topic + DEAD_LETTER_SUFFIX],
+        group=settings.group,
+        allow_plaintext_secrets=settings.allow_plaintext_secrets,
+    )
+    store = RedisStore.from_url(
+        settings.redis,
+        settings.prefix,
+        settings.redis_options,
+        settings.redis_password,
+        settings.allow_plaintext_secrets,
+    )
+    try:
+        check_redis(store)
+    finally:
+        store.close()
+
+
+def check_redis(store: RedisStore) -> None:
+    """Logged in, and allowed the writes a publication makes, under the store's prefix."""
+    kwargs = store.client.connection_pool.connection_kwargs
+    where = f"Redis at {kwargs.get('host', kwargs.get('path'))}:{kwargs.get('port', '')}"
+    user = kwargs.get("username") or "default"
+    try:
+        store.client.ping()
+    except redis.AuthenticationError as error:
+        raise PreflightError(
+            f"{where} rejected the credentials of user {user!r} ({error}): check"
+            f" {PASSWORD_SETTING}, or the user in --redis / redis_options.username"
+        ) from error
+    except NoPermissionError as error:
+        raise PreflightError(f"{where}: user {user!r} may not even PING ({error})") from error
+    except redis.RedisError as error:
+        raise PreflightError(f"cannot use {where} ({error}): check --redis") from error
+    probe = f"{store.keys.prefix}preflight:{uuid.uuid4().hex}"
+    pipe = store.client.pipeline(transaction=False)
+    pipe.mset({probe: b"1"})
+    pipe.hset(probe + ":meta", mapping={"probe": "1"})
+    pipe.get(probe)
+    pipe.delete(probe, probe + ":meta")
+    try:
+        pipe.execute()
+    except redis.RedisError as error:
+        raise PreflightError(
+            f"{where}: user {user!r} may not write keys under {store.keys.prefix!r} ({error}):"
+            f" grant it ~{store.keys.prefix}* +mset +hset +get +del in the Redis ACL, or"
+            " change --prefix"
+        ) from error
