@@ -308,3 +308,25 @@ def test_prometheus_scrapes_the_compose_services() -> None:
                 host, port = target.rsplit(":", 1)
                 assert host in services, target
                 assert port in [str(p) for p in services[host].get("expose", [])], target
+
+
+def test_the_compose_stack_runs_one_model_whose_workers_are_all_scraped() -> None:
+    """One learner service (`--workers N`), not several models under one prefix; each
+    worker's metrics port (9400 + i) is exposed, health-checked and scraped."""
+    services = load_yaml(COMPOSE)["services"]
+    learners = {
+        name: service
+        for name, service in services.items()
+        if (service.get("command") or [None])[0] == "consume"
+    }
+    assert len(learners) == 1, sorted(learners)
+    ((name, service),) = learners.items()
+    command = service["command"]
+    workers = int(command[command.index("--workers") + 1]) if "--workers" in command else 1
+    ports = [str(9400 + index) for index in range(workers)]
+    assert [str(port) for port in service["expose"]] == ports
+    assert all(port in " ".join(service["healthcheck"]["test"]) for port in ports)
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "recstream-learner"]
+    targets = [target for static in job["static_configs"] for target in static["targets"]]
+    assert targets == [f"{name}:{port}" for port in ports]
