@@ -150,4 +150,5 @@ def test_a_prefix_held_from_another_host_refuses_a_learner(
     finally:
         if learner.alive():
             learner.kill()
+    assert f"another live model publishes under prefix '{prefix}'" in learner.log()
     assert "host host-b, pid 9" in learner.log()
