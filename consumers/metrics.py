@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from streamer.events import INVALID_REASONS
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -29,6 +31,8 @@ class LearnerMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in INVALID_REASONS:  # at 0 from the start: "none yet", not "no data"
+            self.dead_letters.labels(reason)
         self.consumer_lag = Gauge(
             "recstream_consumer_lag",
             "Records behind the end of the partition.",
@@ -86,6 +90,11 @@ class LearnerMetrics:
         self.last_checkpoint_timestamp = Gauge(
             "recstream_last_checkpoint_timestamp_seconds",
             "When the newest durable checkpoint was written.",
+            registry=registry,
+        )
+        self.checkpoint_enabled = Gauge(
+            "recstream_checkpoint_enabled",
+            "1 when this learner writes checkpoints, 0 when they are off.",
             registry=registry,
         )
         self.skipped_events = Counter(

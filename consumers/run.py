@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,8 @@ from consumers.pipeline import OnlineRecommender
 from consumers.preflight import check_consume
 from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
 from consumers.settings import ConsumeSettings
+from consumers.sinks.base import StoreUnavailable
+from consumers.sinks.lease import OwnerConflict, OwnerLease
 from consumers.sinks.redis import RedisStore
 from streamer.preflight import PreflightError
 from streamer.settings import kafka_client_options
@@ -35,13 +38,33 @@ class StopFlag(Protocol):
 
 
 def run_consume(settings: ConsumeSettings) -> int:
-    """One learner, or a supervisor of `--workers N` sharing their tables; 2 when a
-    service refuses the credentials or the settings cannot work (one line on stderr)."""
+    """One learner, or a supervisor of `--workers N` sharing their tables; either holds
+    the prefix's owner lease (one model per prefix) from before it learns until it stops.
+    Returns 2 when a service refuses the credentials or the settings cannot work, 1 when
+    another model owns the prefix (one line on stderr each)."""
     try:
         check_consume(settings)
     except PreflightError as error:
         print(f"recstream consume: {error}", file=sys.stderr)
         return 2
+    store = _store(settings)
+    lease = OwnerLease(store, settings.owner_lease_s)
+    try:
+        lease.claim()
+    except (OwnerConflict, StoreUnavailable) as error:
+        print(f"recstream consume: {error}", file=sys.stderr)
+        store.close()
+        return 1
+    try:
+        # A lost lease stops the process as SIGTERM does: learn, publish, checkpoint, exit.
+        with lease.kept(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM)):
+            status = _run(settings)
+    finally:
+        store.close()
+    return 1 if lease.lost else status
+
+
+def _run(settings: ConsumeSettings) -> int:
     if settings.workers > 1:
         from consumers.workers import run_workers
 
@@ -51,6 +74,16 @@ def run_consume(settings: ConsumeSettings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     run_learner(settings, stop)
     return 0
+
+
+def _store(settings: ConsumeSettings) -> RedisStore:
+    return RedisStore.from_url(
+        settings.redis,
+        settings.prefix,
+        settings.redis_options,
+        settings.redis_password,
+        settings.allow_plaintext_secrets,
+    )
 
 
 def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
@@ -81,13 +114,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         kafka_client_options(settings.kafka_options, settings.kafka_password),
         worker=None if worker is None else (worker.index, worker.count),
     )
-    store = RedisStore.from_url(
-        settings.redis,
-        settings.prefix,
-        settings.redis_options,
-        settings.redis_password,
-        settings.allow_plaintext_secrets,
-    )
+    store = _store(settings)
     publishing = settings.publishing()
     recommender = (
         OnlineRecommender(settings.model(), store, settings.model_name, **publishing)

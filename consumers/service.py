@@ -127,6 +127,7 @@ class LearnerService:
 
     def __post_init__(self) -> None:
         self._checkpointed_at = self.clock()
+        self.metrics.checkpoint_enabled.set(self.checkpoints is not None)
         self.source.on_revoke(self._on_revoke)
 
     def restore(self) -> bool:

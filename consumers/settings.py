@@ -18,6 +18,7 @@ from consumers.model.config import (
     SearchConfig,
     TopNIndexName,
 )
+from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
 from streamer.settings import JsonObject
@@ -120,6 +121,11 @@ class ConsumeSettings(LearnerSettings):
     )
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
+    owner_lease_s: float = Field(
+        DEFAULT_TERM_S,
+        ge=1,
+        description="term of the prefix's owner lease: a dead learner's lapses after it",
+    )
 
 
 class DemoSettings(LearnerSettings):

@@ -8,19 +8,31 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
+from consumers.metrics import LearnerMetrics
+from consumers.model.config import ModelConfig
+from consumers.pipeline import OnlineRecommender
+from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.sinks.memory import MemoryStore
+from streamer.events import INVALID_REASONS, VIEWS_TOPIC
 from tests.conftest import allocate_redis_db
 from tests.learners import Learner, free_port, wait_for
 
@@ -38,6 +50,9 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
 TARGET_LABELS = {"job", "instance"}
 # Grafana's interval variables, replaced by a duration to make the queries plain PromQL.
 GRAFANA_VARIABLES = re.compile(r"\$__(rate_interval|interval|range)\b")
+RANGE = re.compile(r"\[[^\]]+\]")
+# The Prometheus server (Debian's `prometheus` package; ops/test installs it).
+PROMETHEUS_SERVER = os.environ.get("PROMETHEUS") or shutil.which("prometheus")
 
 
 def load_yaml(path: Path) -> Any:
@@ -131,13 +146,36 @@ def covers(exported: set[str], name: str) -> bool:
     return any(name.endswith(s) and name.removesuffix(s) in exported for s in HISTOGRAM_SUFFIXES)
 
 
+@dataclass(frozen=True)
+class Live:
+    """Processes serving /metrics: a producer and a learner's workers."""
+
+    producer_port: int
+    learner_ports: list[int]
+
+    def exposition(self) -> str:
+        return "".join(_scrape(port) for port in [*self.learner_ports, self.producer_port])
+
+
+def two_free_ports() -> int:
+    """A free port whose successor is free too (worker i serves on --metrics-port + i)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.fixture(scope="module")
-def exposition(
+def live(
     kafka_bootstrap: str, kafka_admin: KafkaAdminClient, redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:  # fmt: skip
-    """What live processes serve: a learner that has learned and dead-lettered, and a
-    producer in the middle of its stream, each scraped over HTTP."""
+) -> Iterator[Live]:  # fmt: skip
+    """A producer in the middle of its stream (one bad record in it) and a learner with two
+    workers that has learned, dead-lettered and checkpointed."""
     topic = f"test.ops.{uuid.uuid4().hex[:8]}"
     kafka_admin.create_topics(
         {topic: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
@@ -147,7 +185,7 @@ def exposition(
     producer_port = free_port()
     producer = subprocess.Popen(
         [sys.executable, "-m", "consumers.cli", "produce", "--bootstrap", kafka_bootstrap,
-         "--topic", topic, "--source", "synthetic", "--rate", "100", "--events", "3000",
+         "--topic", topic, "--source", "synthetic", "--rate", "100", "--events", "100000",
          "--progress", "false", "--metrics-port", str(producer_port)],
         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=(logs / "produce.log").open("wb"),
@@ -155,28 +193,42 @@ def exposition(
     bad = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     bad.send(topic, key=b"u1", value=b"not json").get(timeout=10)
     bad.close()
+    port = two_free_ports()
     learner = Learner(
         ["--bootstrap", kafka_bootstrap, "--topic", topic, "--group", topic,
-         "--redis", f"{redis_url}/{db}", "--users-topic", "", "--dim", "8",
+         "--redis", f"{redis_url}/{db}", "--users-topic", "", "--dim", "8", "--workers", "2",
+         "--max-users", "10000", "--max-items", "10000",
          "--checkpoint-dir", str(logs / "checkpoints"), "--checkpoint-every-events", "50"],
         logs / "learner.log",
+        metrics_port=port,
     ).start()  # fmt: skip
+    processes = Live(producer_port, [port, port + 1])
     try:
-        wait_for(lambda: "recstream_events_total" in _scrape(learner.metrics_port), 60, "learner")
         wait_for(
-            lambda: (
-                'outcome="invalid"' in _scrape(learner.metrics_port)
-                and "recstream_checkpoint_seconds_count" in _scrape(learner.metrics_port)
+            lambda: all(
+                "recstream_checkpoint_seconds_count" in _scrape(port)
+                for port in processes.learner_ports
             ),
+            90,
+            lambda: "two workers learning and checkpointing\n" + learner.log(),
+        )
+        wait_for(
+            lambda: 'outcome="invalid"' in processes.exposition(),
             60,
-            "a dead letter and a checkpoint\n" + learner.log(),
+            lambda: "a dead letter\n" + learner.log(),
         )
         wait_for(lambda: "recstream_produced_total" in _scrape(producer_port), 60, "producer")
-        yield _scrape(learner.metrics_port) + _scrape(producer_port)
+        yield processes
     finally:
         producer.kill()
         producer.wait()
         learner.stop()
+
+
+@pytest.fixture(scope="module")
+def exposition(live: Live) -> str:
+    """What the live processes serve, scraped over HTTP."""
+    return live.exposition()
 
 
 def _scrape(port: int) -> str:
@@ -308,3 +360,157 @@ def test_prometheus_scrapes_the_compose_services() -> None:
                 host, port = target.rsplit(":", 1)
                 assert host in services, target
                 assert port in [str(p) for p in services[host].get("expose", [])], target
+
+
+def test_the_compose_stack_runs_one_model_whose_workers_are_all_scraped() -> None:
+    """One learner service (`--workers N`), not several models under one prefix; each
+    worker's metrics port (9400 + i) is exposed, health-checked and scraped."""
+    services = load_yaml(COMPOSE)["services"]
+    learners = {
+        name: service
+        for name, service in services.items()
+        if (service.get("command") or [None])[0] == "consume"
+    }
+    assert len(learners) == 1, sorted(learners)
+    ((name, service),) = learners.items()
+    command = service["command"]
+    workers = int(command[command.index("--workers") + 1]) if "--workers" in command else 1
+    ports = [str(9400 + index) for index in range(workers)]
+    assert [str(port) for port in service["expose"]] == ports
+    assert all(port in " ".join(service["healthcheck"]["test"]) for port in ports)
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "recstream-learner"]
+    targets = [target for static in job["static_configs"] for target in static["targets"]]
+    assert targets == [f"{name}:{port}" for port in ports]
+
+
+# --- what a dashboard shows from the start, and how ---------------------------------------
+
+
+def test_every_known_dead_letter_reason_is_exported_at_zero_from_the_start() -> None:
+    """ "Dead letters by reason" shows zeros, not "No data", before the first bad record."""
+    registry = CollectorRegistry()
+    LearnerMetrics(registry)
+    for reason in INVALID_REASONS:
+        assert registry.get_sample_value("recstream_dead_letters_total", {"reason": reason}) == 0
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_the_learner_exports_whether_it_checkpoints(checkpoints: bool, tmp_path: Path) -> None:
+    """RecstreamCheckpointStale only watches learners that write checkpoints."""
+    registry = CollectorRegistry()
+    LearnerService(
+        MemoryEventSource(MemoryEventLog(), VIEWS_TOPIC, "learners"),
+        OnlineRecommender(ModelConfig(dim=4), MemoryStore()),
+        LearnerMetrics(registry),
+        checkpoints=LocalCheckpoints(CheckpointPolicy(tmp_path)) if checkpoints else None,
+    )
+    assert registry.get_sample_value("recstream_checkpoint_enabled") == float(checkpoints)
+
+
+def test_a_stat_and_a_graph_of_one_quantity_use_one_window() -> None:
+    """The same query with different range windows (a stat's fixed [5m] under a graph's
+    $__rate_interval) shows two different numbers for one thing."""
+    windows: dict[str, set[str]] = {}
+    for expr in dashboard_queries():
+        for window in RANGE.findall(expr):
+            windows.setdefault(RANGE.sub("[]", expr), set()).add(window)
+    assert {expr: found for expr, found in windows.items() if len(found) > 1} == {}
+
+
+def test_table_rows_and_their_capacity_share_a_log_scale() -> None:
+    """Capacity (10M) and rows in use (1,000) on one linear axis flatten the rows to 0."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [
+        panel
+        for panel in dashboard_panels(dashboard)
+        if {"recstream_embedding_rows", "recstream_embedding_capacity_rows"}
+        <= set().union(*(queried_metrics(t["expr"]) for t in panel.get("targets", [])))
+    ]
+    assert panels
+    for panel in panels:
+        scale = panel["fieldConfig"]["defaults"]["custom"].get("scaleDistribution", {})
+        assert scale.get("type") == "log", panel["title"]
+
+
+# --- a real Prometheus server -------------------------------------------------------------
+
+
+@pytest.mark.skipif(PROMETHEUS_SERVER is None, reason="prometheus not installed")
+def test_a_real_prometheus_has_data_for_every_dashboard_query_and_evaluates_every_rule(
+    live: Live, tmp_path: Path
+) -> None:
+    """The repository's scrape config and rules, pointed at the live processes (scraped
+    every second): every dashboard query returns data, every rule evaluates cleanly."""
+    port = free_port()
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(PROMETHEUS / "alerts.yml")]
+    targets = {
+        "recstream-learner": [f"127.0.0.1:{p}" for p in live.learner_ports],
+        "recstream-producer": [f"127.0.0.1:{live.producer_port}"],
+        "prometheus": [f"127.0.0.1:{port}"],
+    }
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    log = tmp_path / "prometheus.log"
+    server = subprocess.Popen(
+        [str(PROMETHEUS_SERVER), f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1/"
+    queries = [GRAFANA_VARIABLES.sub("15s", expr) for expr in dashboard_queries()]
+    try:
+        wait_for(lambda: _api(api + "status/buildinfo") is not None, 30, log.read_text)
+        empty: list[str] = []
+
+        def every_query_has_data() -> bool:
+            empty[:] = [q for q in queries if not _query(api, q)]
+            return not empty
+
+        wait_for(every_query_has_data, 60, lambda: f"data for {empty}")
+        rules: list[dict[str, Any]] = []
+
+        def every_rule_evaluated() -> bool:
+            groups = (_api(api + "rules") or {}).get("groups", [])
+            rules[:] = [rule for group in groups for rule in group["rules"]]
+            return bool(rules) and all(rule["health"] != "unknown" for rule in rules)
+
+        wait_for(every_rule_evaluated, 30, "every rule evaluated")
+        assert len(rules) == len(alert_queries())
+        assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+        for expr in alert_queries():
+            _query(api, expr)  # raises on an error
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _api(url: str) -> Any:
+    """The `data` of a Prometheus API answer; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+    except OSError:
+        return None
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _query(api: str, expr: str) -> list[Any]:
+    """An instant query's result; fails on a query error (HTTP 400 and its message)."""
+    url = api + "query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{expr}: {error.read().decode()}") from error
+    assert body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])

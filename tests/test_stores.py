@@ -11,6 +11,7 @@ from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.redis import RedisStore
 from consumers.sinks.schema import Keys, Publication, RankedList, decode_vector
+from tests.learners import wait_for
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -89,3 +90,24 @@ def test_unreachable_redis_raises_store_unavailable() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0")
     with pytest.raises(StoreUnavailable):
         store.publish(publication())
+
+
+def test_the_owner_lease_has_one_holder_until_released_or_replaced(
+    store: RecommendationStore,
+) -> None:
+    assert store.hold_owner("a", 30) is None
+    assert store.hold_owner("a", 30) is None  # renewed
+    assert store.hold_owner("b", 30) == "a"
+    store.release_owner("b")  # not b's to release
+    assert store.hold_owner("b", 30) == "a"
+    assert store.hold_owner("b", 30, replacing="a") is None  # a is known to be dead
+    assert store.hold_owner("a", 30) == "b"
+    store.release_owner("b")
+    assert store.hold_owner("a", 30) is None
+
+
+def test_an_owner_lease_that_is_not_renewed_lapses(store: RecommendationStore) -> None:
+    assert store.hold_owner("a", 0.2) is None
+    assert store.hold_owner("b", 30) == "a"
+    wait_for(lambda: store.hold_owner("b", 30) is None, 5, "a's lease to lapse")
+    assert store.hold_owner("a", 30) == "b"

@@ -27,4 +27,12 @@ class RecommendationStore(Protocol):
     def delete(self, keys: list[str]) -> None:
         """Remove keys; raises `StoreUnavailable` on failure."""
 
+    def hold_owner(self, token: str, term_s: float, replacing: str | None = None) -> str | None:
+        """Take or extend the owner lease `keys.owner` for `term_s` when it is free, held by
+        `token` or by `replacing`; else leave it and return its holder's token. Atomic;
+        raises `StoreUnavailable` on failure."""
+
+    def release_owner(self, token: str) -> None:
+        """Delete the owner lease if `token` holds it; raises `StoreUnavailable` on failure."""
+
     def close(self) -> None: ...

@@ -19,6 +19,18 @@ MSET_KEYS = 1000  # keys per MSET command: bounds how long one command holds Red
 PROBE_TIMEOUT_S = 5.0
 PING = b"*1\r\n$4\r\nPING\r\n"
 
+# KEYS[1] the lease; ARGV: token, term in ms, a holder it may replace ("" for none).
+HOLD_OWNER = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= ARGV[3] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+RELEASE_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RedisStore:
     """Writes a publication in one pipelined round trip.
@@ -29,6 +41,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = Keys().prefix) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self._hold_owner = client.register_script(HOLD_OWNER)
+        self._release_owner = client.register_script(RELEASE_OWNER)
 
     @classmethod
     def from_url(
@@ -94,6 +108,22 @@ class RedisStore:
             self.client.delete(*keys)
         except redis.RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
+
+    def hold_owner(self, token: str, term_s: float, replacing: str | None = None) -> str | None:
+        term_ms = max(1, round(term_s * 1000))
+        try:
+            holder = self._hold_owner([self.keys.owner], [token, term_ms, replacing or ""])
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
+        if holder is None:
+            return None
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+    def release_owner(self, token: str) -> None:
+        try:
+            self._release_owner([self.keys.owner], [token])
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
 
     def close(self) -> None:
         self.client.close()

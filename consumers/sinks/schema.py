@@ -39,6 +39,11 @@ class Keys:
     def meta(self) -> str:
         return f"{self.prefix}meta"
 
+    @property
+    def owner(self) -> str:
+        """The lease of the one model publishing under this prefix (sinks/lease.py)."""
+        return f"{self.prefix}owner"
+
 
 @dataclass(frozen=True, slots=True)
 class RankedList:
