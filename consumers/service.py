@@ -124,6 +124,7 @@ class LearnerService:
     _records_since_checkpoint: int = field(default=0, init=False)
     _checkpointed_at: float = field(default=0.0, init=False)
     _skipped_seen: int = field(default=0, init=False)
+    _lagging: set[TopicPartition] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._checkpointed_at = self.clock()
@@ -355,8 +356,12 @@ class LearnerService:
         for name, table in (("user", model.user_table), ("item", model.item_table)):
             metrics.embedding_rows.labels(name).set(table.rows)
             metrics.embedding_capacity.labels(name).set(table.capacity)
-        for (topic, partition), lag in self.source.lag().items():
+        lags = self.source.lag()
+        for topic, partition in self._lagging - lags.keys():  # read by another member now
+            metrics.consumer_lag.remove(topic, str(partition))
+        for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+        self._lagging = set(lags)
 
 
 def _partition_list(offsets: dict[TopicPartition, int]) -> list[list[str | int]]:

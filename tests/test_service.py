@@ -474,3 +474,32 @@ def test_consumer_lag_counts_records_waiting_unread_then_zero(
     assert learner.source.lag() == {(kafka_topic, p): 0 for p in range(4)}
     assert lags() == {p: 0.0 for p in range(4)}
     learner.source.close()
+
+
+class HandedOver(MemoryEventSource):
+    """Partition 1 goes to another group member once `handed_over` is set."""
+
+    handed_over = False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        lags = super().lag()
+        return {key: lag for key, lag in lags.items() if key[1] != 1 or not self.handed_over}
+
+
+def test_the_lag_of_a_partition_read_by_another_member_is_no_longer_reported() -> None:
+    log = MemoryEventLog(partitions=2)
+    for i in range(300):
+        log.send(ViewEvent(f"u{i}", "i1", 1.0), VIEWS_TOPIC)
+    source = HandedOver(log, VIEWS_TOPIC, "learners")
+    learner = service(source, None)
+    registry = learner.metrics.registry
+
+    def lag(partition: int) -> float | None:
+        labels = {"topic": VIEWS_TOPIC, "partition": str(partition)}
+        return registry.get_sample_value("recstream_consumer_lag", labels)
+
+    learner.step()  # 100 of 300 read
+    assert (lag(1) or 0) > 0
+    source.handed_over = True
+    learner.step()
+    assert lag(1) is None and (lag(0) or 0) > 0
