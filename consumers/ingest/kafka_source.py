@@ -18,6 +18,7 @@ from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER
 
 PROBE_EVERY_S = 5.0  # end offsets asked of the broker: the lag, and proof of contact
 PROBE_TIMEOUT_S = 5.0
+COMMIT_TIMEOUT_S = 10.0  # kafka-python's default, 30 s, would stall the loop past /health's window
 DEAD_LETTER_TIMEOUT_S = 30.0
 METADATA_WAIT_S = 10.0
 
@@ -267,7 +268,7 @@ class KafkaEventSource:
             if self.in_rebalance:
                 self.consumer.commit_async(committed)
             else:
-                self.consumer.commit(committed)
+                self.consumer.commit(committed, timeout_ms=int(COMMIT_TIMEOUT_S * 1000))
         except KafkaError as error:
             raise SourceUnavailable(f"offset commit failed: {error}") from error
 
