@@ -1,6 +1,7 @@
 """Whether the work works: the last poll, publish and checkpoint, each recent and good.
 
-A process that is alive but stuck (no poll for a while), cut off from its store
+A process that is alive but stuck (no poll for a while), cut off from its log (silent
+for as long: an empty poll may be an idle topic or a broker away), or from its store
 (publishing keeps failing, or changes wait too long) or unable to persist (the
 last checkpoint failed, or is too old while events arrive) reports unhealthy.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
-    max_poll_age_s: float = 30.0
+    max_poll_age_s: float = 30.0  # also how long the log may stay silent
     max_publish_delay_s: float = 60.0
     max_checkpoint_age_s: float | None = None  # None: checkpoints are off
 

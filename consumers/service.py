@@ -124,6 +124,7 @@ class LearnerService:
     _records_since_checkpoint: int = field(default=0, init=False)
     _checkpointed_at: float = field(default=0.0, init=False)
     _skipped_seen: int = field(default=0, init=False)
+    _lagging: set[TopicPartition] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._checkpointed_at = self.clock()
@@ -149,7 +150,7 @@ class LearnerService:
         waited = self.clock() - self._buffer_since if self._buffer else 0.0
         timeout = min(max(self.max_wait_s - waited, 0.0), MAX_POLL_WAIT_S)
         records = self.source.poll(self.batch_size - len(self._buffer), timeout)
-        self.health.mark("poll", True, f"{len(records)} records")
+        self._observe_contact(len(records))
         if records and not self._buffer:
             self._buffer_since = self.clock()
         self._buffer.extend(records)
@@ -236,7 +237,9 @@ class LearnerService:
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Before a rebalance takes partitions away: learn what we hold, persist, commit.
 
-        Positions stay: they describe what the model state has applied.
+        Positions stay: they describe what the model state has applied. An error here
+        comes back out of `source.poll` (and `step`): the records stay buffered and
+        uncommitted, to be read again after a restart.
         """
         self._apply_buffer()
         if self.checkpoints is None:
@@ -245,7 +248,8 @@ class LearnerService:
             self.checkpoint()
 
     def _apply_buffer(self) -> None:
-        records, self._buffer = self._buffer, []
+        """Learn the buffered records; they leave the buffer only once applied."""
+        records = self._buffer
         if not records:
             return
         views = [r for r in records if r.topic != self.users_topic]
@@ -264,6 +268,7 @@ class LearnerService:
         if skipped > self._skipped_seen:
             self.metrics.skipped_events.labels("non_finite").inc(skipped - self._skipped_seen)
             self._skipped_seen = skipped
+        self._buffer = []
         for record in records:
             key = (record.topic, record.partition)
             self.positions[key] = record.offset + 1
@@ -306,6 +311,18 @@ class LearnerService:
                 arrivals.append(record.timestamp)
         return events, arrivals
 
+    def _observe_contact(self, polled: int) -> None:
+        """Polls are healthy while the log answers them: an empty poll may come from an
+        idle log or an unreachable one, and only the source can tell which."""
+        contact = self.source.contact()
+        if contact.silent_s <= self.health.policy.max_poll_age_s:
+            self.health.mark("poll", True, f"{polled} records")
+            return
+        detail = f"no answer from the log for {contact.silent_s:.0f} s"
+        if contact.problem:
+            detail += f"; {contact.problem}"
+        self.health.mark("poll", False, detail)
+
     def _observe_loss(self, loss: float) -> None:
         previous = self.smoothed_loss
         self.smoothed_loss = (
@@ -341,8 +358,12 @@ class LearnerService:
         for name, table in (("user", model.user_table), ("item", model.item_table)):
             metrics.embedding_rows.labels(name).set(table.rows)
             metrics.embedding_capacity.labels(name).set(table.capacity)
-        for (topic, partition), lag in self.source.lag().items():
+        lags = self.source.lag()
+        for topic, partition in self._lagging - lags.keys():  # read by another member now
+            metrics.consumer_lag.remove(topic, str(partition))
+        for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+        self._lagging = set(lags)
 
 
 def _partition_list(offsets: dict[TopicPartition, int]) -> list[list[str | int]]:

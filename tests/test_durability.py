@@ -520,6 +520,51 @@ def test_a_broker_restart_mid_stream_loses_no_event(
     assert committed_offsets(bootstrap, f"learners-{prefix}", topic) == ends
 
 
+def health(learner: Learner) -> tuple[int, dict[str, object]]:
+    """The learner's /health: status code and JSON body."""
+    url = f"http://127.0.0.1:{learner.metrics_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_broker_that_stays_away_turns_health_red_naming_kafka_then_green_once_back(
+    own_kafka: OwnService, redis_db: RedisTarget, learners: list[Learner], tmp_path: Path
+) -> None:
+    """/health goes 503, naming Kafka, within the poll window (30 s) plus one end-offsets
+    probe (5 s apart, 5 s timeout) of the broker stopping; 200 once it is back."""
+    bootstrap = own_kafka.address
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        topic = create_topic(admin, partitions=2)
+    finally:
+        admin.close()
+    Stream(bootstrap, topic, planted(300, seed=29)[1], rate=1e9).run()
+    prefix = redis_db.prefix
+    args = consume_args(bootstrap, topic, redis_db.url, prefix, tmp_path / "checkpoints")
+    learner = Learner(args, tmp_path / "learner.log").start()
+    learners.append(learner)
+    wait_on(learner, lambda: meta_events(redis_db.client, prefix) == 300, 120, "every event")
+    wait_on(learner, lambda: health(learner)[0] == 200, 60, "a healthy learner")
+
+    own_kafka.stop()
+    stopped = time.monotonic()
+    wait_on(learner, lambda: health(learner)[0] == 503, 30 + 10 + 15, "503 with the broker away")
+    status, body = health(learner)
+    print(f"\n/health {time.monotonic() - stopped:.0f} s after the broker stopped: {status} {body}")
+    poll = body["checks"]["poll"]  # type: ignore[index]
+    assert status == 503 and not poll["ok"] and "Kafka at " in poll["detail"]
+    assert all(check["ok"] for name, check in body["checks"].items() if name != "poll")  # type: ignore[attr-defined]
+
+    own_kafka.start()
+    restarted = time.monotonic()
+    wait_on(learner, lambda: health(learner)[0] == 200, 120, "200 with the broker back")
+    print(f"/health 200 again {time.monotonic() - restarted:.0f} s after the broker restarted")
+    assert learner.stop() == 0
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 JSON_SCALARS = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
 from consumers.checkpoint import latest_checkpoint
-from consumers.ingest.base import Record, SourceUnavailable
+from consumers.ingest.base import Contact, Record, SourceUnavailable
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
@@ -28,7 +30,14 @@ from consumers.pipeline import OnlineRecommender
 from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import Publication, decode_vector
-from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER, VIEWS_TOPIC, ViewEvent
+from streamer.events import (
+    DEAD_LETTER_SUFFIX,
+    REASON_HEADER,
+    VIEWS_TOPIC,
+    ViewEvent,
+    encode_key,
+    encode_view,
+)
 from tests.learners import wait_for
 
 DLQ = VIEWS_TOPIC + DEAD_LETTER_SUFFIX
@@ -314,3 +323,183 @@ def test_after_an_outage_a_store_that_lost_its_keys_gets_everything_again(empty:
         assert store.get(f"rs:user:{user}:vec") is not None
     assert all(store.get(f"rs:item:{item}:vec") for item in range(7))
     assert store.get("rs:popular") is not None
+
+
+# -- faults that must show in /health, and records that must not be lost ------------------
+
+
+class FadingLog(MemoryEventSource):
+    """A log whose answers stop while `silence` says so (as KafkaEventSource measures it)."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        super().__init__(log, VIEWS_TOPIC, "learners")
+        self.silence = Contact(0.0)
+
+    def contact(self) -> Contact:
+        return self.silence
+
+
+def test_a_log_that_stops_answering_turns_health_red_with_the_reason_then_green() -> None:
+    source = FadingLog(MemoryEventLog(partitions=1))
+    learner = service(source, None)
+    window = learner.health.policy.max_poll_age_s
+    problem = "Kafka at 127.0.0.1:9: end offsets: KafkaTimeoutError()"
+    for silent_s, healthy in ((0.0, True), (window, True), (window + 1, False), (0.0, True)):
+        source.silence = Contact(silent_s, problem if silent_s else "")
+        assert learner.step() == 0  # an empty poll, whatever the log's state
+        assert learner.health.report()[0] is healthy, silent_s
+    source.silence = Contact(window + 1, problem)
+    learner.step()
+    poll = learner.health.report()[1]["checks"]["poll"]
+    assert poll["detail"] == f"no answer from the log for {window + 1:.0f} s; {problem}"
+
+
+def test_a_failure_applying_a_batch_keeps_its_records_and_a_restart_applies_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = MemoryEventLog(partitions=2)
+    for i in range(250):
+        log.send(ViewEvent(f"u{i % 13}", f"i{i % 17}", 1.0), VIEWS_TOPIC)
+    learner = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), tmp_path)
+    learner.step()  # the first batch of 100, checkpointed and committed
+    monkeypatch.setattr(learner.recommender, "process", _fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        learner.step()
+    assert len(learner._buffer) == 100  # kept, and not committed
+
+    restarted = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), tmp_path)
+    assert restarted.restore()
+    drain(restarted)
+    restarted.shutdown()
+    assert restarted.recommender.events == 250
+    assert applied(tmp_path) == 250
+
+
+def _fail(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("injected: learning failed")
+
+
+def applied(directory: Path) -> int:
+    """Records applied, as the newest checkpoint in `directory` says."""
+    checkpoint = latest_checkpoint(directory)
+    assert checkpoint is not None
+    return sum(int(n) for _, _, n in checkpoint.manifest["applied"])
+
+
+def step_until_polled(learner: LearnerService, records: int) -> None:
+    deadline = time.monotonic() + 60
+    while records > 0:
+        assert time.monotonic() < deadline, f"{records} records left unpolled after 60 s"
+        records -= learner.step()
+
+
+def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> LearnerService:
+    return LearnerService(
+        KafkaEventSource(bootstrap, topic, f"{topic}.learners"),
+        OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
+        LearnerMetrics(CollectorRegistry()),
+        batch_size=batch_size,
+        max_wait_s=1e9,
+        checkpoints=LocalCheckpoints(CheckpointPolicy(directory, None, None)),
+    )
+
+
+def produce(bootstrap: str, topic: str, first: int, count: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(first, first + count):
+        event = ViewEvent(f"u{i % 7}", f"i{i % 11}", 1.0)
+        producer.send(topic, key=encode_key(event.user), value=encode_view(event))
+    producer.flush()
+    producer.close()
+
+
+def test_a_failing_revoke_handler_is_raised_from_poll_and_its_records_are_read_again(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second member joins while the first holds 40 records unlearned; learning them in
+    the revoke handler fails. The error comes out of `step` (not swallowed by the poll
+    with the records), nothing is committed, and a restart learns every event once."""
+    produce(kafka_bootstrap, kafka_topic, 0, 40)
+    first = kafka_learner(kafka_bootstrap, kafka_topic, tmp_path, batch_size=1000)
+    step_until_polled(first, 40)
+    monkeypatch.setattr(first.recommender, "process", _fail)
+    joined = threading.Event()
+    second = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=f"{kafka_topic}.learners",
+        enable_auto_commit=False,
+    )  # fmt: skip
+    second.subscribe([kafka_topic])
+    member = threading.Thread(target=lambda: [second.poll(200) for _ in iter(joined.is_set, True)])
+    member.start()
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            wait_for(lambda: first.step() < 0, 30, "the revoke handler's error")
+        assert len(first._buffer) == 40 and first.recommender.events == 0
+    finally:
+        first.source.close()  # as if the process died: nothing more is committed
+        joined.set()
+        member.join()
+        second.close()
+
+    produce(kafka_bootstrap, kafka_topic, 40, 20)
+    again = kafka_learner(kafka_bootstrap, kafka_topic, tmp_path, batch_size=1000)
+    assert not again.restore()  # no checkpoint: nothing had been learned
+    step_until_polled(again, 60)
+    again.shutdown()
+    again.source.close()
+    assert again.recommender.events == 60 and applied(tmp_path) == 60
+
+
+def test_consumer_lag_counts_records_waiting_unread_then_zero(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    produce(kafka_bootstrap, kafka_topic, 0, 40)
+    learner = kafka_learner(kafka_bootstrap, kafka_topic, tmp_path, batch_size=5)
+    registry = learner.metrics.registry
+
+    def lags() -> dict[int, float]:
+        return {
+            p: registry.get_sample_value(
+                "recstream_consumer_lag", {"topic": kafka_topic, "partition": str(p)}
+            )
+            or 0.0
+            for p in range(4)
+        }
+
+    step_until_polled(learner, 5)
+    assert learner.recommender.events == 5
+    assert sum(learner.source.lag().values()) == sum(lags().values()) == 35
+    step_until_polled(learner, 35)
+    learner.step()
+    assert learner.source.lag() == {(kafka_topic, p): 0 for p in range(4)}
+    assert lags() == {p: 0.0 for p in range(4)}
+    learner.source.close()
+
+
+class HandedOver(MemoryEventSource):
+    """Partition 1 goes to another group member once `handed_over` is set."""
+
+    handed_over = False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        lags = super().lag()
+        return {key: lag for key, lag in lags.items() if key[1] != 1 or not self.handed_over}
+
+
+def test_the_lag_of_a_partition_read_by_another_member_is_no_longer_reported() -> None:
+    log = MemoryEventLog(partitions=2)
+    for i in range(300):
+        log.send(ViewEvent(f"u{i}", "i1", 1.0), VIEWS_TOPIC)
+    source = HandedOver(log, VIEWS_TOPIC, "learners")
+    learner = service(source, None)
+    registry = learner.metrics.registry
+
+    def lag(partition: int) -> float | None:
+        labels = {"topic": VIEWS_TOPIC, "partition": str(partition)}
+        return registry.get_sample_value("recstream_consumer_lag", labels)
+
+    learner.step()  # 100 of 300 read
+    assert (lag(1) or 0) > 0
+    source.handed_over = True
+    learner.step()
+    assert lag(1) is None and (lag(0) or 0) > 0

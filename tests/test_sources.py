@@ -133,10 +133,25 @@ def test_dead_letters_carry_the_reason(backend: Backend) -> None:
     assert headers[REASON_HEADER] == b"not_json"
 
 
-def test_lag_counts_unread_records(backend: Backend) -> None:
+def test_lag_counts_unread_records_then_zero(backend: Backend) -> None:
     for i in range(12):
-        backend.append(b"k", f"{i}".encode())
+        backend.append(b"k", f"{i}".encode())  # one key: one partition
     source = backend.source("g-lag")
-    records = poll_until(source, 12)
-    assert len(records) == 12
-    assert sum(source.lag().values()) == 0
+    first: list[Record] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while not first and time.monotonic() < deadline:
+        first = source.poll(5, 0.5)
+    waiting = {key: lag for key, lag in source.lag().items() if lag}
+    assert len(waiting) == 1 and sum(waiting.values()) == 12 - len(first) > 0
+    assert len(poll_until(source, 12 - len(first))) == 12 - len(first)
+    lags = source.lag()
+    assert sorted(partition for _, partition in lags) == [0, 1, 2, 3]
+    assert not any(lags.values())
+
+
+def test_a_source_that_polled_its_log_is_in_contact(backend: Backend) -> None:
+    backend.append(b"k", b"v")
+    source = backend.source("g-contact")
+    assert len(poll_until(source, 1)) == 1
+    contact = source.contact()
+    assert contact.silent_s < DEADLINE_S and contact.problem == ""

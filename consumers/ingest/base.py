@@ -21,6 +21,15 @@ class Record:
     timestamp: float
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """How long the log has not answered this reader (0 while it does), and the last
+    error seen since it last did ("" if none)."""
+
+    silent_s: float
+    problem: str = ""
+
+
 class SourceUnavailable(RuntimeError):
     """The log could not take a commit or a dead letter now; retry later, lose nothing."""
 
@@ -57,6 +66,10 @@ class EventSource(Protocol):
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition."""
+
+    def contact(self) -> Contact:
+        """Whether polls reach the log: a poll that returns nothing may be an idle log or
+        an unreachable one, and only the source can tell them apart."""
 
     def close(self) -> None: ...
 

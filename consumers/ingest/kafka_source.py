@@ -12,11 +12,13 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
-from consumers.ingest.base import Record, RevokeHandler, SourceUnavailable
+from consumers.ingest.base import Contact, Record, RevokeHandler, SourceUnavailable
 from consumers.ingest.base import TopicPartition as PartitionKey
 from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER
 
-LAG_REFRESH_SECONDS = 5.0
+PROBE_EVERY_S = 5.0  # end offsets asked of the broker: the lag, and proof of contact
+PROBE_TIMEOUT_S = 5.0
+COMMIT_TIMEOUT_S = 10.0  # kafka-python's default, 30 s, would stall the loop past /health's window
 DEAD_LETTER_TIMEOUT_S = 30.0
 METADATA_WAIT_S = 10.0
 
@@ -35,16 +37,21 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self.source.revoke_handler and revoked:
-            # This runs on kafka-python's IO thread, which must not block on itself:
-            # commits made from the handler are sent asynchronously.
-            self.source.in_rebalance = True
-            try:
+        try:
+            if self.source.revoke_handler and revoked:
+                # This runs on kafka-python's IO thread, which must not block on itself:
+                # commits made from the handler are sent asynchronously.
+                self.source.in_rebalance = True
                 self.source.revoke_handler([(tp.topic, tp.partition) for tp in revoked])
-            finally:
-                self.source.in_rebalance = False
-        for tp in revoked:
-            self.source.read_from.pop((tp.topic, tp.partition), None)
+        except Exception as error:
+            # kafka-python logs it and raises a bare KafkaError from `poll`, which `poll`
+            # must not mistake for the broker being away: it raises this one instead.
+            self.source.revoke_failure = error
+            raise
+        finally:
+            self.source.in_rebalance = False
+            for tp in revoked:
+                self.source.read_from.pop((tp.topic, tp.partition), None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
@@ -84,7 +91,9 @@ class KafkaEventSource:
         self.topics = [topics] if isinstance(topics, str) else topics
         self.seek_offsets: dict[PartitionKey, int] = {}
         self.revoke_handler: RevokeHandler | None = None
+        self.revoke_failure: Exception | None = None
         self.in_rebalance = False
+        self.bootstrap = bootstrap
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -101,8 +110,9 @@ class KafkaEventSource:
             # rejoins once it arrives, and kafka-python 3.0 can hang in that second join
             # (seen on a loaded machine: the member never gets partitions).
             deadline = time.monotonic() + METADATA_WAIT_S
-            while not self.consumer.partitions_for_topic(self.topics[0]):
-                if time.monotonic() > deadline:
+            while True:
+                self._views_partitions = sorted(self.consumer.partitions_for_topic(self.topics[0]))
+                if self._views_partitions or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
         else:
@@ -112,8 +122,13 @@ class KafkaEventSource:
         )
         self._unsent: list[tuple[Record, list[tuple[str, bytes]]]] = []
         self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
+        # Contact with the broker: `poll` mostly returns nothing, raising nothing, while the
+        # broker is away, so it asks for end offsets every PROBE_EVERY_S (see `contact`).
         self._ends: dict[PartitionKey, int] = {}
-        self._ends_at = 0.0
+        self._probed_at = -PROBE_EVERY_S
+        self._reached_at = time.monotonic()  # the last answer (at start: a grace period)
+        self._failing_since: float | None = None  # polls raising since then
+        self._problem = ""
         # Per partition, the first offset polled since it was (last) assigned: commits
         # below it, or for partitions not read since, are stale (see `commit`).
         self.read_from: dict[PartitionKey, int] = {}
@@ -153,12 +168,22 @@ class KafkaEventSource:
         revocation (its session expired, say while the broker restarted) gets them back
         at the group's last commit, behind what it already read; those records are
         dropped and the partition moved past them, so none is applied twice."""
+        self._probe()
         try:
             polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except KafkaError as error:  # the broker away (restarting, say): reconnects next poll
-            log.warning("poll: %s", error)
-            time.sleep(timeout_s)
-            return []
+        except KafkaError as error:
+            if self.revoke_failure is None:  # the broker away (restarting, say): reconnects
+                log.warning("poll: %s", error)
+                self._problem = f"poll: {error!r}"
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                time.sleep(timeout_s)
+                return []
+            polled = {}
+        if self.revoke_failure is not None:  # the caller's own error, raised as itself
+            failure, self.revoke_failure = self.revoke_failure, None
+            raise failure
+        self._failing_since = None
         records = []
         for tp, messages in polled.items():
             key = (tp.topic, tp.partition)
@@ -243,7 +268,7 @@ class KafkaEventSource:
             if self.in_rebalance:
                 self.consumer.commit_async(committed)
             else:
-                self.consumer.commit(committed)
+                self.consumer.commit(committed, timeout_ms=int(COMMIT_TIMEOUT_S * 1000))
         except KafkaError as error:
             raise SourceUnavailable(f"offset commit failed: {error}") from error
 
@@ -262,30 +287,54 @@ class KafkaEventSource:
         self.revoke_handler = handler
 
     def lag(self) -> dict[PartitionKey, int]:
-        """End offset (from the broker, refreshed every few seconds) minus position."""
-        assigned = list(self.consumer.assignment())
-        if not assigned:
-            return {}
-        if time.monotonic() - self._ends_at > LAG_REFRESH_SECONDS:
-            try:
-                ends = self.consumer.end_offsets(assigned, timeout_ms=5000)
+        """End offset (from the last answered probe) minus position, per assigned partition."""
+        lags: dict[PartitionKey, int] = {}
+        for tp in self.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if key not in self._ends:
+                continue
+            try:  # the next offset to hand out (a round trip only when it is unknown)
+                position = self.consumer.position(tp, timeout_ms=1000)
             except KafkaError as error:
-                log.warning("end offsets: %s", error)
-                return {}
-            self._ends = {(tp.topic, tp.partition): end for tp, end in ends.items()}
-            self._ends_at = time.monotonic()
+                log.warning("position of %s/%d: %s", *key, error)
+                continue
+            if position is not None:
+                lags[key] = max(0, self._ends[key] - position)
+        return lags
+
+    def contact(self) -> Contact:
+        """Silent since the last answered probe, or since polls began to fail."""
+        since = self._reached_at
+        if self._failing_since is not None:
+            since = min(since, self._failing_since)
+        problem = f"Kafka at {self.bootstrap}: {self._problem}" if self._problem else ""
+        return Contact(time.monotonic() - since, problem)
+
+    def _probe(self) -> None:
+        """Ask the leaders for the end offsets of our partitions (or, with none assigned,
+        of the first topic's) every PROBE_EVERY_S: an answer proves contact."""
+        if time.monotonic() - self._probed_at < PROBE_EVERY_S:
+            return
+        self._probed_at = time.monotonic()
+        partitions = list(self.consumer.assignment()) or [
+            TopicPartition(self.topics[0], p) for p in self._views_partitions
+        ]
+        if not partitions:
+            self._problem = f"topic {self.topics[0]} has no partitions (does it exist?)"
+            return
         try:
-            return {
-                (tp.topic, tp.partition): max(
-                    0, self._ends.get((tp.topic, tp.partition), 0) - self.consumer.position(tp)
-                )
-                for tp in assigned
-                if (tp.topic, tp.partition) in self._ends
-            }
-        except KafkaError as error:  # a position unknown while the broker is away
-            log.warning("positions: %s", error)
-            return {}
+            ends = self.consumer.end_offsets(partitions, timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+        except KafkaError as error:
+            log.warning("end offsets: %s", error)
+            self._problem = f"end offsets: {error!r}"
+            return
+        self._ends = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        self._reached_at = time.monotonic()
+        self._problem = ""
 
     def close(self) -> None:
+        """Leave the group without calling the revoke handler (kafka-python revokes on
+        close): the caller has persisted what it meant to, and after a failure must not."""
+        self.revoke_handler = None
         self.producer.close(timeout=10)
         self.consumer.close(autocommit=False)
