@@ -4,6 +4,7 @@ Every setting comes from, in order of precedence: its flag, its `RECSTREAM_<NAME
 environment variable, the command's table in a TOML file (`--config FILE` or
 `RECSTREAM_CONFIG`; e.g. `[consume]`, `[produce]`), then its default. Settings
 are validated before anything starts; a bad one is reported and exits 2.
+Secrets never come from flags, which every local user can read (`ps`).
 """
 
 from __future__ import annotations
