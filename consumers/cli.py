@@ -162,14 +162,12 @@ def _refuse_secrets(settings: type[BaseSettings], flags: dict[str, Any]) -> None
             why = f"{_flag(name)} holds a password"
         else:
             continue
-        variables = " or ".join(
-            f"RECSTREAM_{secret.upper()}"
-            for secret, field in settings.model_fields.items()
-            if _is_secret(field)
-        )
+        secrets = [field for field, info in settings.model_fields.items() if _is_secret(info)]
+        own = [field for field in secrets if field.split("_")[0] == name.split("_")[0]]
+        where = " or ".join(f"RECSTREAM_{field.upper()}" for field in own or secrets)
         raise SettingsError(
-            f"{why}: every local user can read flags (ps); give secrets in {variables} "
-            "or in the --config file"
+            f"{why}: every local user can read flags (ps); set {where} or put it in the "
+            "--config file"
         )
 
 
