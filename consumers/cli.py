@@ -69,12 +69,11 @@ def _add_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings]) ->
         "--config", help="TOML file whose [command] table holds settings (env RECSTREAM_CONFIG)"
     )
     for name, info in settings.model_fields.items():
-        secret = _is_secret(info)
         parser.add_argument(
             _flag(name),
             dest=name,
             default=None,
-            help=argparse.SUPPRESS if secret else _help(name, info),
+            help=argparse.SUPPRESS if _is_secret(info) else _help(name, info),
         )
 
 
@@ -162,7 +161,7 @@ def _refuse_secrets(settings: type[BaseSettings], flags: dict[str, Any]) -> None
             why = f"{_flag(name)} holds a password"
         else:
             continue
-        secrets = [field for field, info in settings.model_fields.items() if _is_secret(info)]
+        secrets = [field for field, kind in settings.model_fields.items() if _is_secret(kind)]
         own = [field for field in secrets if field.split("_")[0] == name.split("_")[0]]
         where = " or ".join(f"RECSTREAM_{field.upper()}" for field in own or secrets)
         raise SettingsError(
