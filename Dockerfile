@@ -22,6 +22,9 @@ RUN pip install ".[ann]" && rm -rf /src
 
 RUN useradd --create-home --uid 10001 recstream \
     && mkdir -p /var/lib/recstream && chown recstream /var/lib/recstream
+# `consume` checkpoints under here by default (one directory per group and prefix):
+# mount a volume on it to keep the model across containers.
+ENV RECSTREAM_STATE_DIR=/var/lib/recstream
 USER recstream
 WORKDIR /home/recstream
 

@@ -112,6 +112,7 @@ def start_learner(
         "--bootstrap", bootstrap, "--topic", topic, "--users-topic", "",
         "--group", f"bench-{uuid.uuid4().hex[:8]}", "--redis", redis_url,
         "--prefix", prefix, "--workers", str(workers), "--metrics-port", "0",
+        "--checkpoint-dir", "none",  # measured without checkpoints (a fresh group every run)
         *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": LEARNER["tree"]}

@@ -4,18 +4,22 @@ Every setting comes from, in order of precedence: its flag, its `RECSTREAM_<NAME
 environment variable, the command's table in a TOML file (`--config FILE` or
 `RECSTREAM_CONFIG`; e.g. `[consume]`, `[produce]`), then its default. Settings
 are validated before anything starts; a bad one is reported and exits 2.
+Secrets never come from flags, which every local user can read (`ps`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
+from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from consumers.settings import ConsumeSettings, DemoSettings, RecommendSettings, ReportSettings
@@ -35,27 +39,69 @@ class SettingsError(ValueError):
     """The settings of a command are missing, unreadable or invalid."""
 
 
+def _flag(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    return info.annotation is SecretStr or SecretStr in get_args(info.annotation)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _help(name: str, info: FieldInfo) -> str:
+    """The field's description, its default (when it has one) and its variable."""
+    default = info.get_default(call_default_factory=True)
+    shown = "" if default is None else f"default {_shown(default)}, "
+    return f"{info.description} ({shown}env RECSTREAM_{name.upper()})".replace("%", "%%")
+
+
 def _add_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings]) -> None:
-    """One flag per settings field; unset flags fall back to env, file, default."""
-    parser.add_argument("--config", help="TOML file (env RECSTREAM_CONFIG)")
+    """One flag per settings field; unset flags fall back to env, file, default.
+
+    A secret's flag is hidden, only there to be refused by `load_settings`.
+    """
+    parser.add_argument(
+        "--config", help="TOML file whose [command] table holds settings (env RECSTREAM_CONFIG)"
+    )
     for name, info in settings.model_fields.items():
-        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         parser.add_argument(
-            flag,
+            _flag(name),
             dest=name,
             default=None,
-            help=f"default {info.default!r}; env RECSTREAM_{name.upper()}",
+            help=argparse.SUPPRESS if _is_secret(info) else _help(name, info),
         )
+
+
+def _epilog(command: str, settings: type[BaseSettings]) -> str:
+    secrets = [
+        f"{info.description}: RECSTREAM_{name.upper()}, or {name} in the file"
+        for name, info in settings.model_fields.items()
+        if _is_secret(info)
+    ]
+    said = "Each flag can also be set by its RECSTREAM_<NAME> variable or in the "
+    said += f"[{command}] table of the --config file; a flag beats the variable, which "
+    said += "beats the file."
+    if secrets:
+        said += " Secrets are not flags (every local user can read flags with ps): "
+        said += "; ".join(secrets) + "."
+    return said
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (settings, summary) in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
+        sub = commands.add_parser(
+            name, help=summary, description=summary, epilog=_epilog(name, settings)
+        )
         if name == "recommend":
-            sub.add_argument("user")
-            sub.add_argument("-n", type=int, default=10, help="list length (default 10)")
+            sub.add_argument("user", help="the user id, as producers sent it")
+            sub.add_argument("-n", type=int, default=10, help="items to print (default 10)")
         _add_flags(sub, settings)
     evaluate = commands.add_parser(
         "evaluate",
@@ -63,10 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         description="prequential and temporal evaluation against popularity, implicit "
         "(ALS, BPR) and LightFM (WARP, BPR); needs the [bench] extra for the peers",
     )
-    evaluate.add_argument("--out", default="benchmarks/results", help="JSON, table, plot")
-    evaluate.add_argument("--quick", action="store_true", help="one seed, short streams")
-    evaluate.add_argument("--seeds", type=int, default=None, help="default 3")
-    evaluate.add_argument("--workers", type=int, default=2, help="processes (1 thread each)")
+    evaluate.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="folder for the JSON results, the table and the plot (default benchmarks/results)",
+    )
+    evaluate.add_argument(
+        "--quick", action="store_true", help="a quick check: one seed, short streams"
+    )
+    evaluate.add_argument(
+        "--seeds", type=int, default=None, help="runs with different seeds (default 3)"
+    )
+    evaluate.add_argument(
+        "--workers", type=int, default=2, help="processes, one thread each (default 2)"
+    )
     return parser
 
 
@@ -84,11 +140,55 @@ def load_settings(command: str, flags: dict[str, Any]) -> BaseSettings:
         if not isinstance(table, dict):
             raise SettingsError(f"{path}: [{command}] must be a table")
         values = {k: v for k, v in table.items() if f"RECSTREAM_{k.upper()}" not in os.environ}
-    values.update({name: value for name, value in flags.items() if value is not None})
+    given = {name: value for name, value in flags.items() if value is not None}
+    _refuse_secrets(settings, given)
+    values.update(given)
     try:
         return settings(**values)
     except ValidationError as error:
-        raise SettingsError(f"invalid settings\n{error}") from error
+        raise SettingsError("invalid settings\n" + _errors(settings, error)) from error
+
+
+def _refuse_secrets(settings: type[BaseSettings], flags: dict[str, Any]) -> None:
+    """Flags are readable by every local user (`ps`): none may carry a secret."""
+    for name, value in flags.items():
+        info = settings.model_fields.get(name)
+        if info is not None and _is_secret(info):
+            why = f"{_flag(name)} is not accepted"
+        elif isinstance(value, str) and "://" in value and urlsplit(value).password:
+            why = f"{_flag(name)} has a password in its URL"
+        elif name.endswith("_options") and any("password" in key.lower() for key in _keys(value)):
+            why = f"{_flag(name)} holds a password"
+        else:
+            continue
+        secrets = [field for field, kind in settings.model_fields.items() if _is_secret(kind)]
+        own = [field for field in secrets if field.split("_")[0] == name.split("_")[0]]
+        where = " or ".join(f"RECSTREAM_{field.upper()}" for field in own or secrets)
+        raise SettingsError(
+            f"{why}: every local user can read flags (ps); set {where} or put it in the "
+            "--config file"
+        )
+
+
+def _keys(value: Any) -> list[str]:
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return []
+    return [str(key) for key in parsed] if isinstance(parsed, dict) else []
+
+
+def _errors(settings: type[BaseSettings], error: ValidationError) -> str:
+    """One line per error, with the value given unless it may be a secret (a secret
+    field's, or an unknown name's: a misspelt secret)."""
+    lines = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail["loc"]) or "settings"
+        info = settings.model_fields.get(str(detail["loc"][0])) if detail["loc"] else None
+        shown = info is not None and not _is_secret(info)
+        given = f" (given {detail['input']!r})" if shown else ""
+        lines.append(f"  {where}: {detail['msg']}{given}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

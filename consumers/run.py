@@ -141,11 +141,14 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         health=health,
     )
     log.info(
-        "consuming %s as group %s; metrics and health on %s:%d",
+        "consuming %s as group %s; metrics and health on %s:%d; %s",
         settings.topic,
         settings.group,
         settings.metrics_addr,
         server.server_port,
+        f"checkpoints in {settings.checkpoint_dir}"
+        if settings.checkpoint_dir
+        else "checkpoints off: no offset is committed, a restart learns the log again",
     )
     try:
         service.run(stop)

@@ -2,9 +2,10 @@
 
 Durability has one order, written once here (`checkpoint`): flush the outputs
 (dead letters, then the store), write the checkpoint, then commit its offsets.
-Without a checkpoint directory, offsets are committed after every batch
-(at-least-once); with one, a restart restores the newest valid checkpoint and
-seeks to its offsets, so every event affects the model exactly once.
+With checkpoints, a restart restores the newest valid checkpoint and seeks to
+its offsets, so every event affects the model exactly once. Without them the
+model lives only in memory, so no offset is ever committed: a restart learns the
+retained log again from where `auto_offset_reset` says.
 """
 
 from __future__ import annotations
@@ -177,9 +178,7 @@ class LearnerService:
     def shutdown(self) -> None:
         self._apply_buffer()
         self._observe_publish(self.recommender.flush())
-        if self.checkpoints is None:
-            self._commit()
-        else:
+        if self.checkpoints is not None:
             self.checkpoints.finish(self.checkpoint)
 
     def checkpoint(self) -> bool:
@@ -242,9 +241,7 @@ class LearnerService:
         uncommitted, to be read again after a restart.
         """
         self._apply_buffer()
-        if self.checkpoints is None:
-            self._commit()
-        elif self._records_since_checkpoint:
+        if self.checkpoints is not None and self._records_since_checkpoint:
             self.checkpoint()
 
     def _apply_buffer(self) -> None:
@@ -274,8 +271,6 @@ class LearnerService:
             self.positions[key] = record.offset + 1
             self.applied[key] = self.applied.get(key, 0) + 1
         self._records_since_checkpoint += len(records)
-        if self.checkpoints is None:
-            self._commit()
 
     def _apply_user_record(self, record: Record) -> None:
         """A tombstone (no value) on the users topic forgets the user keyed by it."""

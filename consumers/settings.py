@@ -1,14 +1,18 @@
 """Process wiring and model knobs, from flags, `RECSTREAM_*` environment variables or defaults.
 
-`*Settings` are validated at start; `ModelConfig` is the frozen model part.
+`*Settings` are validated at start; `ModelConfig` is the frozen model part. Each
+field's `description` is its line in `--help`, written once here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import quote
 
 import torch
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.model.config import (
@@ -21,7 +25,42 @@ from consumers.model.config import (
 from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
-from streamer.settings import JsonObject
+from streamer.settings import (
+    ALLOW_PLAINTEXT_SECRETS,
+    BOOTSTRAP,
+    KAFKA_OPTIONS,
+    KAFKA_PASSWORD,
+    JsonObject,
+)
+
+PREFIX: Final = "prefix of every Redis key (one per deployment or model variant)"
+REDIS_OPTIONS: Final = (
+    "extra redis-py connection options as a JSON object (ssl_ca_certs, socket_timeout, ...)"
+)
+REDIS_PASSWORD: Final = "the Redis password (AUTH; the user goes in the URL)"
+SOURCE: Final = (
+    "what to learn from: synthetic, synthetic:drift (tastes change half way) or "
+    "movielens:PATH (ml-100k, ml-1m or a recbole .inter file; movielens:ml-100k downloads it)"
+)
+PLOT: Final = "draw online HR@10 and throughput over the run to this PNG"
+
+AUTO: Final = "auto"  # `checkpoint_dir`: one directory per group and prefix under the state dir
+OFF: Final = "none"  # `checkpoint_dir`: no checkpoints, no offset commits
+
+
+def state_home(state_dir: str | None) -> Path:
+    """Where learners keep state by default: `state_dir`, else the XDG state directory."""
+    if state_dir:
+        return Path(state_dir)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "recstream"
+
+
+def default_checkpoint_dir(state_dir: str | None, group: str, prefix: str) -> Path:
+    """One directory per consumer group and key prefix, so that learners of different
+    groups or models never read each other's checkpoints (each name quoted: no clash)."""
+    return state_home(state_dir) / f"{quote(group, safe='')}@{quote(prefix, safe='')}"
 
 
 class LearnerSettings(BaseSettings):
@@ -29,29 +68,43 @@ class LearnerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
 
-    dim: int = Field(64, ge=1, le=4096)
-    loss: LossName = "bpr"
-    optimizer: OptimizerName = "adagrad"
-    learning_rate: float = Field(0.1, gt=0)
-    l2: float = Field(1e-4, ge=0)
+    dim: int = Field(64, ge=1, le=4096, description="length of every user and item vector")
+    loss: LossName = Field(
+        "bpr", description="training loss: bpr (pairwise logistic) or triplet (margin)"
+    )
+    optimizer: OptimizerName = Field(
+        "adagrad", description="how rows are updated: adagrad (per-row step sizes) or sgd"
+    )
+    learning_rate: float = Field(0.1, gt=0, description="step size of every update")
+    l2: float = Field(1e-4, ge=0, description="L2 penalty on the rows an update touches")
     negatives: int = Field(
         8, ge=1, description="uniform draws per positive; the hardest unwatched one is used"
     )
     passes: int = Field(2, ge=1, description="steps on each micro-batch, fresh negatives each")
-    top_n: int = Field(20, ge=1, le=1000)
-    seed: int = 0
-    batch_size: int = Field(512, ge=1)
-    max_wait_s: float = Field(0.1, ge=0)
-    prefix: str = DEFAULT_PREFIX
-    threads: int = Field(1, ge=1, description="torch intra-op threads of this process")
+    top_n: int = Field(
+        20, ge=1, le=1000, description="length of every published list (top, similar, popular)"
+    )
+    seed: int = Field(0, description="random seed of initialisation and negative sampling")
+    batch_size: int = Field(512, ge=1, description="most events learned as one micro-batch")
+    max_wait_s: float = Field(
+        0.1,
+        ge=0,
+        description="seconds a partial micro-batch waits for more events",
+    )
+    prefix: str = Field(DEFAULT_PREFIX, description=PREFIX)
+    threads: int = Field(1, ge=1, description="CPU threads torch may use in this process")
     publish_interval_s: float = Field(
-        0.0, ge=0, description="publish at most once per interval (0: every batch)"
+        0.0, ge=0, description="seconds between publishes (0: publish every batch)"
     )
     similar_interval_s: float = Field(
-        1.0, ge=0, description="recompute watched items' similar lists at most this often"
+        1.0, ge=0, description="seconds between refreshes of a watched item's similar list"
     )
-    topn_index: TopNIndexName = Field("exact", description="exact or ann (HNSW, hnswlib)")
-    ann_min_items: int = Field(100_000, ge=1, description="items before ann replaces exact")
+    topn_index: TopNIndexName = Field(
+        "exact", description="how top-N lists are searched: exact, or ann (HNSW, hnswlib)"
+    )
+    ann_min_items: int = Field(
+        100_000, ge=1, description="catalogue size from which ann replaces exact"
+    )
     ann_refresh_every: int = Field(10, ge=1, description="publishes between ANN refreshes")
     ann_ef: int = Field(
         96,
@@ -98,48 +151,107 @@ class LearnerSettings(BaseSettings):
 
 
 class ConsumeSettings(LearnerSettings):
-    bootstrap: str = "127.0.0.1:9092"
-    kafka_options: JsonObject = Field(default_factory=dict)
-    kafka_password: SecretStr | None = None
-    topic: str = VIEWS_TOPIC
-    users_topic: str | None = USERS_TOPIC
-    checkpoint_dir: str | None = None
-    checkpoint_every_events: int | None = Field(100_000, ge=1)
-    checkpoint_every_seconds: float | None = Field(60.0, gt=0)
-    checkpoint_keep: int = Field(3, ge=1)
-    workers: int = Field(1, ge=1, le=64, description="learner processes sharing the tables")
-    max_users: int = Field(10_000_000, ge=1, description="shared table rows (--workers > 1)")
-    max_items: int = Field(1_000_000, ge=1, description="shared table rows (--workers > 1)")
-    shared_dir: str | None = Field(None, description="where shared tables live (/dev/shm)")
-    group: str = "recstream-learner"
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    redis: str = "redis://127.0.0.1:6379/0"
-    redis_options: JsonObject = Field(default_factory=dict)
-    redis_password: SecretStr | None = None
-    allow_plaintext_secrets: bool = Field(
-        False, description="send passwords over plain connections to hosts beyond loopback"
+    bootstrap: str = Field("127.0.0.1:9092", description=BOOTSTRAP)
+    kafka_options: JsonObject = Field(default_factory=dict, description=KAFKA_OPTIONS)
+    kafka_password: SecretStr | None = Field(None, description=KAFKA_PASSWORD)
+    topic: str = Field(VIEWS_TOPIC, description="Kafka topic of the view events to learn from")
+    users_topic: str | None = Field(
+        USERS_TOPIC,
+        description="compacted topic of user records; a tombstone forgets that user "
+        "(empty: read none)",
     )
-    metrics_addr: str = "127.0.0.1"
-    metrics_port: int = Field(9400, ge=0, le=65535)
+    checkpoint_dir: str | None = Field(
+        AUTO,
+        min_length=1,
+        description="where checkpoints (model, id maps, offsets) go; a restart resumes from "
+        f"the newest. {AUTO}: a directory per group and prefix under --state-dir; {OFF}: no "
+        "checkpoints and no offset commits, so a restart re-learns the retained log",
+    )
+    state_dir: str | None = Field(
+        None,
+        description=f"where --checkpoint-dir {AUTO} puts its directories (unset: "
+        "$XDG_STATE_HOME/recstream, else ~/.local/state/recstream)",
+    )
+    checkpoint_every_events: int | None = Field(
+        100_000, ge=1, description="records between checkpoints"
+    )
+    checkpoint_every_seconds: float | None = Field(
+        60.0, gt=0, description="seconds between checkpoints while records arrive"
+    )
+    checkpoint_keep: int = Field(3, ge=1, description="newest checkpoints kept on disk")
+    workers: int = Field(
+        1, ge=1, le=64, description="learner processes on this host, sharing their tables"
+    )
+    max_users: int = Field(
+        10_000_000, ge=1, description="user table rows reserved with --workers > 1 (sparse)"
+    )
+    max_items: int = Field(
+        1_000_000, ge=1, description="item table rows reserved with --workers > 1 (sparse)"
+    )
+    shared_dir: str | None = Field(
+        None, description="where shared tables live with --workers > 1 (unset: /dev/shm)"
+    )
+    group: str = Field(
+        "recstream-learner", description="Kafka consumer group (the learners of one model)"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="where a group without committed offsets starts: earliest (the whole "
+        "retained log) or latest",
+    )
+    redis: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis the lists are published to: redis://[user@]host:port/db, "
+        "rediss:// for TLS",
+    )
+    redis_options: JsonObject = Field(default_factory=dict, description=REDIS_OPTIONS)
+    redis_password: SecretStr | None = Field(None, description=REDIS_PASSWORD)
+    allow_plaintext_secrets: bool = Field(False, description=ALLOW_PLAINTEXT_SECRETS)
+    metrics_addr: str = Field(
+        "127.0.0.1", description="address of /metrics and /health (0.0.0.0: every interface)"
+    )
+    metrics_port: int = Field(
+        9400, ge=0, le=65535, description="port of /metrics and /health (worker i: port + i)"
+    )
     owner_lease_s: float = Field(
         DEFAULT_TERM_S,
         ge=1,
-        description="term of the prefix's owner lease: a dead learner's lapses after it",
+        description="seconds the prefix's owner lease lasts: a dead learner's lapses after it",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_checkpoint_dir(cls, data: Any) -> Any:
+        """`auto` becomes the group's and prefix's directory, `none` turns checkpoints off:
+        afterwards `checkpoint_dir` is a directory, or None for off."""
+        if not isinstance(data, dict):
+            return data
+        chosen = data.get("checkpoint_dir", AUTO)
+        if chosen == OFF:
+            return {**data, "checkpoint_dir": None}
+        if chosen == AUTO:
+            fields = cls.model_fields
+            group = data.get("group", fields["group"].default)
+            prefix = data.get("prefix", fields["prefix"].default)
+            directory = default_checkpoint_dir(data.get("state_dir"), str(group), str(prefix))
+            return {**data, "checkpoint_dir": str(directory)}
+        return data
 
 
 class DemoSettings(LearnerSettings):
-    source: str = "synthetic"
-    events: int | None = Field(None, ge=1)
-    json_path: str | None = None
-    plot_path: str | None = None
-    users_shown: int = Field(3, ge=0)
+    source: str = Field("synthetic", description=SOURCE)
+    events: int | None = Field(
+        None, ge=1, description="stop after this many events (unset: the whole source)"
+    )
+    json_path: str | None = Field(None, description="also write the report to this JSON file")
+    plot_path: str | None = Field(None, description=PLOT)
+    users_shown: int = Field(3, ge=0, description="users whose lists are printed at the end")
 
 
 class ReportSettings(DemoSettings):
     """`recstream report`: the demo run, drawn as a PNG."""
 
-    plot_path: str | None = "recstream-report.png"
+    plot_path: str | None = Field("recstream-report.png", description=PLOT)
 
 
 class RecommendSettings(BaseSettings):
@@ -147,10 +259,11 @@ class RecommendSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
 
-    redis: str = "redis://127.0.0.1:6379/0"
-    redis_options: JsonObject = Field(default_factory=dict)
-    redis_password: SecretStr | None = None
-    allow_plaintext_secrets: bool = Field(
-        False, description="send passwords over plain connections to hosts beyond loopback"
+    redis: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis the lists are read from: redis://[user@]host:port/db, rediss:// for TLS",
     )
-    prefix: str = DEFAULT_PREFIX
+    redis_options: JsonObject = Field(default_factory=dict, description=REDIS_OPTIONS)
+    redis_password: SecretStr | None = Field(None, description=REDIS_PASSWORD)
+    allow_plaintext_secrets: bool = Field(False, description=ALLOW_PLAINTEXT_SECRETS)
+    prefix: str = Field(DEFAULT_PREFIX, description=PREFIX)

@@ -1,9 +1,12 @@
-"""Wiring of `recstream produce`, from flags, `RECSTREAM_*` environment variables or defaults."""
+"""Wiring of `recstream produce`, from flags, `RECSTREAM_*` environment variables or defaults.
+
+Each field's `description` is its line in `--help`, written once here.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +22,15 @@ def _json_object(value: Any) -> Any:
 # A JSON object from a flag, an environment variable or a TOML table.
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
+# The lines of the settings that producers and learners share.
+BOOTSTRAP: Final = "Kafka brokers to connect to, host:port[,host:port...]"
+KAFKA_OPTIONS: Final = (
+    "extra kafka-python client options as a JSON object (security_protocol, sasl_mechanism, "
+    "sasl_plain_username, ssl_cafile, ...)"
+)
+KAFKA_PASSWORD: Final = "the Kafka SASL password"
+ALLOW_PLAINTEXT_SECRETS: Final = "send passwords over plain connections to hosts beyond loopback"
+
 
 def kafka_client_options(options: dict[str, Any], password: SecretStr | None) -> dict[str, Any]:
     """kafka-python options as given (SASL/SSL: security_protocol, sasl_mechanism,
@@ -31,16 +43,27 @@ def kafka_client_options(options: dict[str, Any], password: SecretStr | None) ->
 class ProduceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
 
-    bootstrap: str = "127.0.0.1:9092"
-    kafka_options: JsonObject = Field(default_factory=dict)
-    kafka_password: SecretStr | None = None
-    allow_plaintext_secrets: bool = Field(
-        False, description="send passwords over plain connections to hosts beyond loopback"
+    bootstrap: str = Field("127.0.0.1:9092", description=BOOTSTRAP)
+    kafka_options: JsonObject = Field(default_factory=dict, description=KAFKA_OPTIONS)
+    kafka_password: SecretStr | None = Field(None, description=KAFKA_PASSWORD)
+    allow_plaintext_secrets: bool = Field(False, description=ALLOW_PLAINTEXT_SECRETS)
+    topic: str = Field(VIEWS_TOPIC, description="Kafka topic the view events are published to")
+    source: str = Field(
+        "synthetic",
+        description="what to replay: synthetic, synthetic:drift (tastes change half way) or "
+        "movielens:PATH (ml-100k, ml-1m or a recbole .inter file; movielens:ml-100k "
+        "downloads it)",
     )
-    topic: str = VIEWS_TOPIC
-    source: str = "synthetic"
-    rate: float | None = Field(None, gt=0)
-    events: int | None = Field(None, ge=1)
-    progress: bool = True
-    metrics_addr: str = "127.0.0.1"
-    metrics_port: int = Field(9401, ge=0, le=65535)
+    rate: float | None = Field(
+        None, gt=0, description="events per second to send (unset: as fast as possible)"
+    )
+    events: int | None = Field(
+        None, ge=1, description="stop after this many events (unset: the whole source)"
+    )
+    progress: bool = Field(True, description="show a progress bar (true or false)")
+    metrics_addr: str = Field(
+        "127.0.0.1", description="address of /metrics (0.0.0.0: every interface)"
+    )
+    metrics_port: int = Field(
+        9401, ge=0, le=65535, description="port of the producer's /metrics (0: any free port)"
+    )

@@ -52,6 +52,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Learners checkpoint under $XDG_STATE_HOME by default: a fresh one per test (the
+    learner processes it starts inherit it), never the user's home."""
+    home = str(tmp_path_factory.mktemp("state"))
+    monkeypatch.setenv("XDG_STATE_HOME", home)
+    monkeypatch.delenv("RECSTREAM_STATE_DIR", raising=False)
+    return home
+
+
 def _service_env(name: str) -> str:
     value = os.environ.get(name)
     if value:

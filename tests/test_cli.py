@@ -1,12 +1,14 @@
-"""Settings from flags, environment and a TOML file, validated with clear errors."""
+"""Settings from flags, environment and a TOML file, validated with clear errors; a
+--help that explains every flag; secrets never on the command line."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from consumers.cli import SettingsError, load_settings, main
+from consumers.cli import COMMANDS, SettingsError, _parser, load_settings, main
 from consumers.settings import ConsumeSettings
 
 
@@ -58,3 +60,75 @@ def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
 def test_the_command_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["consume", "--dim", "-1"]) == 2
     assert "recstream consume: invalid settings" in capsys.readouterr().err
+
+
+def test_every_flag_of_every_command_says_what_it_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for settings, _ in COMMANDS.values():
+        assert all(info.description for info in settings.model_fields.values()), settings
+    subparsers = next(
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, command in subparsers.choices.items():
+        for action in command._actions:
+            if action.help != argparse.SUPPRESS:  # a secret's flag, only there to be refused
+                assert (action.help or "").split("(")[0].strip(), (name, action.dest)
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "--" in text and "PydanticUndefined" not in text, name
+        assert "-password" not in text, "a secret shown as a flag"
+
+
+def test_checkpoints_go_to_a_state_directory_per_group_and_prefix(
+    state_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def directory(**flags: str) -> str | None:
+        settings = load_settings("consume", dict(flags))
+        assert isinstance(settings, ConsumeSettings)
+        return settings.checkpoint_dir
+
+    assert directory() == f"{state_home}/recstream/recstream-learner@rs%3A"
+    assert directory(group="g/2", prefix="rs:b:") == f"{state_home}/recstream/g%2F2@rs%3Ab%3A"
+    assert directory(state_dir="/srv/state") == "/srv/state/recstream-learner@rs%3A"
+    monkeypatch.setenv("RECSTREAM_STATE_DIR", "/var/lib/recstream")
+    assert directory() == "/var/lib/recstream/recstream-learner@rs%3A"
+    assert directory(checkpoint_dir="/data/model") == "/data/model"
+    assert directory(checkpoint_dir="none") is None
+    monkeypatch.delenv("RECSTREAM_STATE_DIR")
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", "/home/ann")
+    assert directory() == "/home/ann/.local/state/recstream/recstream-learner@rs%3A"
+    with pytest.raises(SettingsError, match="checkpoint_dir"):
+        directory(checkpoint_dir="")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["consume", "--kafka-password", "s3cret"],
+        ["consume", "--redis-password=s3cret"],
+        ["produce", "--kafka-pass", "s3cret"],
+        ["recommend", "u1", "--redis-password", "s3cret"],
+        ["consume", "--redis", "rediss://learner:s3cret@redis:6380/0"],
+        ["consume", "--kafka-options", '{"sasl_plain_password": "s3cret"}'],
+    ],
+)
+def test_a_secret_on_the_command_line_is_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "RECSTREAM_" in error and "PASSWORD" in error and "(ps)" in error
+    assert "s3cret" not in error
+
+
+def test_secrets_never_appear_in_errors(tmp_path: Path) -> None:
+    config = tmp_path / "recstream.toml"
+    for table in ('kafka_password = ["s3cret"]', 'redis_pasword = "s3cret"'):
+        config.write_text(f"[consume]\n{table}\n")
+        with pytest.raises(SettingsError) as error:
+            load_settings("consume", {"config": str(config)})
+        assert "password" in str(error.value) or "pasword" in str(error.value)
+        assert "s3cret" not in str(error.value)

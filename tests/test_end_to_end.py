@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
 
+from consumers.checkpoint import latest_checkpoint
+from consumers.settings import default_checkpoint_dir
 from streamer.events import REASON_HEADER, ViewEvent
 from streamer.producer import ViewProducer
 from streamer.sources.synthetic import SyntheticConfig, synthetic_views
@@ -171,3 +174,42 @@ def test_the_learner_beats_popularity_on_a_planted_stream(
     popular = metric_value(text, "recstream_online_hit_rate", ranker="popularity", window="all")
     assert model > 1.5 * popular, (model, popular)
     assert learner.stop() == 0
+
+
+@pytest.mark.parametrize("checkpoints", ["default", "off"])
+def test_a_restart_resumes_the_model_or_with_checkpoints_off_learns_the_log_again(
+    kafka_bootstrap: str, kafka_topic: str, redis_db: RedisTarget, learners: list[Learner],
+    kafka_admin: KafkaAdminClient, state_home: str, tmp_path: Path, checkpoints: str,
+) -> None:  # fmt: skip
+    """By default a learner checkpoints under $XDG_STATE_HOME and a restart goes on with
+    the model; with `--checkpoint-dir none` no offset is committed, so a restart learns
+    every retained event again. Either way the model holds each event once."""
+    events = list(synthetic_views(SyntheticConfig(n_users=60, n_items=40, events=1000, seed=5)))
+    off = ["--checkpoint-dir", "none"] if checkpoints == "off" else []
+    args = consume_args(kafka_bootstrap, kafka_topic, redis_db, *off)
+    client, prefix, group = redis_db.client, redis_db.prefix, f"learners-{kafka_topic}"
+
+    def run_until(in_model: int, name: str) -> float:
+        """Start a learner, wait for `in_model` events in the model, stop it: what it learned."""
+        learner = Learner(args, tmp_path / f"{name}.log")
+        learners.append(learner.start())
+        wait_for(
+            lambda: meta_events(client, prefix) == in_model,
+            120,
+            lambda: f"{in_model} events, not {meta_events(client, prefix)}\n{learner.log()}",
+        )
+        learned = metric_value(learner.metrics(), "recstream_events_total", outcome="learned")
+        assert learner.stop() == 0
+        return learned
+
+    produce(kafka_bootstrap, kafka_topic, events[:600])
+    assert run_until(600, "first") == 600
+    produce(kafka_bootstrap, kafka_topic, events[600:])
+    learned = run_until(1000, "restarted")
+    committed = kafka_admin.list_group_offsets(group)[group]
+    if off:
+        assert learned == 1000 and not committed
+    else:
+        assert learned == 400 and sum(meta.offset for meta in committed.values()) == 1000
+        directory = default_checkpoint_dir(None, group, prefix)
+        assert directory.is_relative_to(state_home) and latest_checkpoint(directory) is not None

@@ -88,9 +88,11 @@ def test_a_kept_lease_renews_releases_and_reports_a_loss() -> None:
 
 
 def consume(bootstrap: str, topic: str, url: str, prefix: str, *extra: str) -> list[str]:
+    """Without checkpoints: the leases are under test, not restarts with another --workers."""
     return [
         "--bootstrap", bootstrap, "--topic", topic, "--group", f"{topic}-{prefix}",
-        "--redis", url, "--prefix", prefix, "--users-topic", "", "--dim", "8", *extra,
+        "--redis", url, "--prefix", prefix, "--users-topic", "", "--dim", "8",
+        "--checkpoint-dir", "none", *extra,
     ]  # fmt: skip
 
 
