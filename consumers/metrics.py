@@ -92,6 +92,11 @@ class LearnerMetrics:
             "When the newest durable checkpoint was written.",
             registry=registry,
         )
+        self.records_since_checkpoint = Gauge(
+            "recstream_records_since_checkpoint",
+            "Records applied that no durable checkpoint covers yet (a restart reads them again).",
+            registry=registry,
+        )
         self.checkpoint_enabled = Gauge(
             "recstream_checkpoint_enabled",
             "1 when this learner writes checkpoints, 0 when they are off.",

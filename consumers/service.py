@@ -340,6 +340,7 @@ class LearnerService:
 
     def _observe_state(self) -> None:
         metrics, recommender = self.metrics, self.recommender
+        metrics.records_since_checkpoint.set(self._records_since_checkpoint)
         for ranker, quality in (
             ("model", recommender.quality),
             ("popularity", recommender.popularity_quality),

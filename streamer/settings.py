@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.events import VIEWS_TOPIC
@@ -19,8 +19,17 @@ def _json_object(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+class ClientOptions(dict[str, Any]):
+    """Options passed to a client as given; a password among them never shows in a repr
+    (settings errors, logs)."""
+
+    def __repr__(self) -> str:
+        shown = {k: "**********" if "password" in k.lower() else v for k, v in self.items()}
+        return repr(shown)
+
+
 # A JSON object from a flag, an environment variable or a TOML table.
-JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object), AfterValidator(ClientOptions)]
 
 # The lines of the settings that producers and learners share.
 BOOTSTRAP: Final = "Kafka brokers to connect to, host:port[,host:port...]"

@@ -132,3 +132,16 @@ def test_secrets_never_appear_in_errors(tmp_path: Path) -> None:
             load_settings("consume", {"config": str(config)})
         assert "password" in str(error.value) or "pasword" in str(error.value)
         assert "s3cret" not in str(error.value)
+
+
+def test_a_password_among_client_options_never_shows_in_a_repr(tmp_path: Path) -> None:
+    config = tmp_path / "recstream.toml"
+    config.write_text(
+        '[consume]\ncheckpoint_dir = "none"\n'
+        '[consume.kafka_options]\nssl_password = "s3cret"\nsecurity_protocol = "SSL"\n'
+        '[consume.redis_options]\nssl_password = "s3cret"\n'
+    )
+    settings = load_settings("consume", {"config": str(config)})
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+    assert settings.kafka_options["ssl_password"] == "s3cret"  # still given to the client
+    assert "SSL" in repr(settings)

@@ -20,6 +20,7 @@ PROBE_EVERY_S = 5.0  # end offsets asked of the broker: the lag, and proof of co
 PROBE_TIMEOUT_S = 5.0
 COMMIT_TIMEOUT_S = 10.0  # kafka-python's default, 30 s, would stall the loop past /health's window
 DEAD_LETTER_TIMEOUT_S = 30.0
+DEAD_LETTER_BLOCK_MS = 5000
 METADATA_WAIT_S = 10.0
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,13 @@ class KafkaEventSource:
         else:
             self.consumer.assign(self._worker_partitions(*worker))
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_accepted(KafkaProducer, config)
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            # A dead letter waits for the topic's metadata at most this long, not the
+            # client's 60 s: with the broker away it is re-sent later, the loop goes on.
+            max_block_ms=DEAD_LETTER_BLOCK_MS,
+            **_accepted(KafkaProducer, config),
         )
         self._unsent: list[tuple[Record, list[tuple[str, bytes]]]] = []
         self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
