@@ -20,6 +20,7 @@ from consumers.pipeline import OnlineRecommender
 from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
+from streamer.events import encode_key
 from streamer.settings import kafka_client_options
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
             popularity=worker.popularity(),
             totals=worker.totals(),
             totals_lock=worker.sync.lock,
+            owns=lambda user: source.owns(encode_key(user)),
             **publishing,
         )
     )
