@@ -18,11 +18,10 @@ import torch
 
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.learner import MatrixFactorization
-from consumers.model.packing import pack_lists, unpack_lists
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock
 from consumers.model.storage import Storage, local_storage
-from consumers.quality import OnlineQuality
+from consumers.quality import OnlineQuality, ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import Publication, RankedList
 from streamer.events import Id, ViewEvent
@@ -69,9 +68,12 @@ class OnlineRecommender:
         search: SearchConfig | None = None,
         publish_interval_s: float = 0.0,
         similar_interval_s: float = 0.0,
+        owns: Callable[[Id], bool] | None = None,
     ) -> None:
         """`storage`, `popularity` and `totals` (events, version) may be shared by a
-        host's workers; `totals_lock` then guards the totals. `search` picks exact or
+        host's workers; `totals_lock` then guards the totals, and `owns` says which users
+        are this worker's (their views, tombstones and lists are its alone: it never
+        publishes another's users, whose watched items it may not know). `search` picks exact or
         approximate top-N. With `publish_interval_s` > 0, `process` publishes at most
         once per interval: a user updated by several batches in it is written once
         (`flush`, called by the service when idle and before checkpoints, always
@@ -88,7 +90,8 @@ class OnlineRecommender:
         self.popularity = popularity or Popularity()
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
-        self.served: dict[int, list[int]] = {}
+        self.owns = owns
+        self.served = ServedLists(QUALITY_K)
         # events learned and versions published, shared by a host's workers when given
         self._totals = np.zeros(2, dtype=np.int64) if totals is None else totals
         self._totals_lock = totals_lock or contextlib.nullcontext()
@@ -162,7 +165,11 @@ class OnlineRecommender:
         similar_due = self._similar_due()
         positives = sorted(self._dirty_positives) if similar_due else []
         probes = (
-            [row for row in self.served if row not in self._dirty_users][:LOSS_PROBE_KEYS]
+            [
+                row
+                for row in self.served.rows(LOSS_PROBE_KEYS + len(self._dirty_users)).tolist()
+                if row not in self._dirty_users
+            ][:LOSS_PROBE_KEYS]
             if self._outage
             else []
         )
@@ -204,21 +211,20 @@ class OnlineRecommender:
         """Drop everything about a user; their store keys go at the next flush."""
         row = self.model.forget_user(raw)
         if row is not None:
-            self.served.pop(row, None)
+            self.served.pop(row)
             self._dirty_users.discard(row)
         keys = self.store.keys
         self._doomed_keys.update((keys.user_top(raw), keys.user_vector(raw)))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors and JSON manifest that restore this recommender exactly."""
-        served_rows = sorted(self.served)
-        served_offsets, served_items = pack_lists([self.served[row] for row in served_rows])
+        served_rows, served_offsets, served_items = self.served.state()
         model_recent, model_totals = self.quality.state()
         popular_recent, popular_totals = self.popularity_quality.state()
         tensors = {
             **self.model.state(),
             **self.popularity.state(),
-            "served_rows": torch.tensor(served_rows, dtype=torch.long),
+            "served_rows": served_rows,
             "served_offsets": served_offsets,
             "served_items": served_items,
             "dirty_users": torch.tensor(sorted(self._dirty_users), dtype=torch.long),
@@ -261,9 +267,10 @@ class OnlineRecommender:
         self.model.load_state(tensors, shared)
         if shared:
             self.popularity.load_state(tensors)
-        served = unpack_lists(tensors["served_offsets"], tensors["served_items"])
-        self.served = dict(zip(tensors["served_rows"].tolist(), served, strict=True))
-        self._dirty_users = set(tensors["dirty_users"].tolist())
+        self.served.load_state(
+            tensors["served_rows"], tensors["served_offsets"], tensors["served_items"]
+        )
+        self._dirty_users = set(self._own_live_users(tensors["dirty_users"].numpy()))
         self._dirty_items = set(tensors["dirty_items"].tolist())
         self._dirty_positives = set(tensors["dirty_positives"].tolist())
         self.quality.load_state(tensors["quality_recent"], manifest["quality"])
@@ -298,21 +305,25 @@ class OnlineRecommender:
 
     def _store_lost(self, user_rows: list[int]) -> bool:
         """Whether any of these users' lists, published before an outage, is gone."""
-        keys = self.store.keys
+        keys, users = self.store.keys, self.model.users
+        raws = [raw for raw in map(users.raw, user_rows) if raw is not None]  # not forgotten
         try:
-            return any(
-                self.store.get(keys.user_top(self.model.users.raw(row))) is None
-                for row in user_rows
-            )
+            return any(self.store.get(keys.user_top(raw)) is None for raw in raws)
         except StoreUnavailable:
             self._outage = True  # down again: probe after the next successful publish
             return False
 
-    def _republish_everything(self) -> None:
+    def _own_live_users(self, rows: np.ndarray) -> list[int]:
+        """Those of these user rows that are not forgotten and are this worker's."""
         users = self.model.users
-        self._dirty_users.update(
-            row for row, raw in enumerate(users.raws(range(len(users)))) if raw is not None
-        )
+        rows = np.intersect1d(rows, users.live_rows())
+        if self.owns is None:
+            return rows.tolist()
+        owns = self.owns
+        return [row for row, raw in zip(rows.tolist(), users.raws(rows), strict=True) if owns(raw)]
+
+    def _republish_everything(self) -> None:
+        self._dirty_users.update(self._own_live_users(self.model.users.live_rows()))
         self._dirty_items.update(range(len(self.model.items)))
         self._dirty_positives.update(range(len(self.model.items)))
 

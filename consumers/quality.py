@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,3 +80,79 @@ class OnlineQuality:
         self._recent = deque((hit, gain) for hit, gain in recent.tolist())
         self._recent_hits = sum(hit for hit, _ in self._recent)
         self._recent_gains = sum(gain for _, gain in self._recent)
+
+
+class ServedLists:
+    """The top-k item rows last published per user row, in flat arrays.
+
+    4k + 2 bytes per user row (42 at k = 10), the user table's growth, where a dict
+    of Python lists cost ~500: what a stream of constant users holds stays flat, and a
+    churning one adds a tenth of what its table rows add. Lists keep their order.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._clear()
+
+    def _clear(self) -> None:
+        self._items = np.zeros((0, self.k), dtype=np.int32)
+        self._lengths = np.zeros(0, dtype=np.int16)  # length + 1; 0: no list
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Users with a list."""
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return self._items.nbytes + self._lengths.nbytes
+
+    def get(self, row: int) -> list[int] | None:
+        if row >= self._lengths.shape[0] or self._lengths[row] == 0:
+            return None
+        return self._items[row, : self._lengths[row] - 1].tolist()
+
+    def __getitem__(self, row: int) -> list[int]:
+        found = self.get(row)
+        if found is None:
+            raise KeyError(row)
+        return found
+
+    def _grow_to(self, rows: int) -> None:
+        if rows > self._lengths.shape[0]:
+            size, old = max(rows, 2 * self._lengths.shape[0], 1024), self._lengths.shape[0]
+            items, lengths = np.zeros((size, self.k), np.int32), np.zeros(size, np.int16)
+            items[:old], lengths[:old] = self._items, self._lengths
+            self._items, self._lengths = items, lengths
+
+    def update(self, lists: Mapping[int, Sequence[int]]) -> None:
+        """Replace these users' lists (at most k items each)."""
+        if lists:
+            self._grow_to(max(lists) + 1)
+        for row, items in lists.items():
+            self._count += int(self._lengths[row] == 0)
+            self._items[row, : len(items)] = items
+            self._lengths[row] = len(items) + 1
+
+    def pop(self, row: int) -> None:
+        if row < self._lengths.shape[0] and self._lengths[row]:
+            self._lengths[row] = 0
+            self._count -= 1
+
+    def rows(self, limit: int | None = None) -> np.ndarray:
+        """User rows with a list, ascending (the first `limit` of them)."""
+        return np.flatnonzero(self._lengths)[:limit]
+
+    def state(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(rows, offsets, items): the CSR form checkpoints hold."""
+        rows = self.rows()
+        lengths = self._lengths[rows].astype(np.int64) - 1
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        keep = np.arange(self.k)[None, :] < lengths[:, None]
+        items = self._items[rows][keep].astype(np.int64)
+        return torch.from_numpy(rows), torch.from_numpy(offsets), torch.from_numpy(items)
+
+    def load_state(self, rows: Tensor, offsets: Tensor, items: Tensor) -> None:
+        self._clear()
+        bounds, flat = offsets.tolist(), items.tolist()
+        self.update({row: flat[bounds[i] : bounds[i + 1]] for i, row in enumerate(rows.tolist())})

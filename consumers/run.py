@@ -24,6 +24,7 @@ from consumers.settings import ConsumeSettings
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.lease import OwnerConflict, OwnerLease
 from consumers.sinks.redis import RedisStore
+from streamer.events import encode_key
 from streamer.preflight import PreflightError
 from streamer.settings import kafka_client_options
 
@@ -127,6 +128,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
             popularity=worker.popularity(),
             totals=worker.totals(),
             totals_lock=worker.sync.lock,
+            owns=lambda user: source.owns(encode_key(user)),
             **publishing,
         )
     )

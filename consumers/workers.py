@@ -113,7 +113,8 @@ class Worker:
 
     def popularity(self) -> Popularity:
         directory, items = self.layout.directory, self.layout.max_items
-        return Popularity(counts=open_array(directory, "popularity", "float64", (items,)))
+        counts = open_array(directory, "popularity", "float64", (items,))
+        return Popularity(shared=(counts, self.sync.lock))
 
     def totals(self) -> np.ndarray:
         return open_array(self.layout.directory, "totals", "int64", (2,))

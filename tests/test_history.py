@@ -71,3 +71,19 @@ def test_history_grows_past_its_first_tables() -> None:
     offsets, values = history.pack()
     assert torch.equal(offsets, torch.arange(0, 50_001, 10))
     assert values[:10].tolist() == list(range(0, 30, 3))
+
+
+def test_pairs_taken_out_are_reclaimed_while_running() -> None:
+    history = History()
+    history.grow_to(20)
+    users, items = np.repeat(np.arange(20), 50), np.tile(np.arange(50), 20)
+    sizes = []
+    for cycle in range(40):  # the same users watch, are forgotten, come back
+        history.add(users, items + cycle)
+        history.remove(users[:100], items[:100] + cycle)
+        for user in range(20):
+            history.forget(user)
+        sizes.append(history.nbytes)
+    assert max(sizes[5:]) <= sizes[4]
+    history.add(np.array([3, 3]), np.array([7, 9]))
+    assert _as_sets(history) == [set()] * 3 + [{7, 9}] + [set()] * 16

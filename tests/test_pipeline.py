@@ -126,3 +126,24 @@ def test_similar_lists_are_recomputed_at_most_once_per_interval() -> None:
     assert recommender.pending  # and an idle service's flush then publishes it
     recommender.flush()
     assert store.get("rs:item:3:similar") is not None and not recommender.pending
+
+
+def test_memory_held_stays_flat_on_a_stream_of_the_same_users() -> None:
+    recommender = OnlineRecommender(ModelConfig(dim=4), MemoryStore())
+    pairs = [(f"u{n}", n % 7) for n in range(2000)]
+    sizes = []
+    for _ in range(4):
+        recommender.process(views(pairs))
+        sizes.append((recommender.served.nbytes, recommender.model.history.nbytes))
+    assert len(recommender.served) == 2000 and sizes[-1] == sizes[1]
+    assert recommender.served.nbytes <= 2 * 2000 * (4 * 10 + 2)  # rows grow by doubling
+
+
+def test_served_lists_keep_their_order_through_a_checkpoint() -> None:
+    config = ModelConfig(dim=4)
+    recommender = OnlineRecommender(config, MemoryStore())
+    recommender.process(views([(f"u{n % 30}", n % 40) for n in range(200)]))
+    restored = OnlineRecommender(config, MemoryStore())
+    restored.load_state(*recommender.state())
+    lists = [recommender.served.get(row) for row in range(30)]
+    assert all(lists) and [restored.served.get(row) for row in range(30)] == lists

@@ -91,3 +91,35 @@ def test_shared_tables_initialise_rows_once_and_are_seen_by_every_opener(tmp_pat
     assert torch.all(first.weight.abs().sum(1) > 0)
     with pytest.raises(RegistryFull):
         first.grow_to(51)
+
+
+class Preempted:
+    """A shared array whose writer is interrupted after every store, while `look` runs."""
+
+    def __init__(self, array: Any, look: Any) -> None:
+        self.array, self.look, self.shape = array, look, array.shape
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.array[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.array[key] = value
+        self.look()
+
+
+def test_a_reader_never_finds_a_row_the_registry_does_not_count(tmp_path: Path) -> None:
+    writer = SharedIdRegistry(tmp_path, "items", 100, SPAWN.Lock())
+    reader = SharedIdRegistry(tmp_path, "items", 100, SPAWN.Lock())  # another process's view
+    raw, seen = "", []
+
+    def look() -> None:  # what another worker could see at this moment
+        row = reader.row(raw)
+        if row is not None:
+            seen.append((row, len(reader)))
+
+    for name in ("_slots", "_hashes", "_header", "_offsets", "_kinds"):
+        setattr(writer, name, Preempted(getattr(writer, name), look))
+    for n in range(20):
+        raw = f"i{n}"
+        writer.add(raw)
+    assert seen and all(row < count for row, count in seen)

@@ -5,7 +5,10 @@ probing) answers "has this user watched this item?" inside the learning kernel
 (`consumers/model/kernel.py`); a chain per user (newest first) lists what a user
 watched, for top-N exclusions and checkpoints. 24 to 40 bytes per pair (the table is
 kept under half full), against 60-100 for a Python set of ints per user. Pairs taken out
-(`remove`, `forget`) leave their chain entries allocated until the next `load`.
+(`remove`, `forget`) leave a tombstone in the table and a dead chain entry; both are
+reclaimed while running: the table is rehashed when keys and tombstones pass half of it,
+and the chains are compacted when they are full and at least half dead, so the bytes
+held follow the pairs held (at most ~4x the bytes of the live pairs' entries).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def _add_pairs(
 
 @nb.njit(cache=True, nogil=True)
 def _remove_pairs(slots: np.ndarray, chains: Chains, users: np.ndarray, items: np.ndarray) -> int:
-    """Take pairs out (their entries stay allocated); returns how many were there."""
+    """Take pairs out (their entries left dead); returns how many were there."""
     head, count, item_of, next_of = chains
     removed = 0
     for i in range(users.shape[0]):
@@ -150,6 +153,27 @@ def _rehash(old: np.ndarray, slots: np.ndarray) -> None:
     for key in old:
         if key >= 0:
             _insert_key(slots, key)
+
+
+@nb.njit(cache=True, nogil=True)
+def _compact(chains: Chains, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Live entries copied into new (item, next) arrays of `size`, each chain kept in
+    order; `head` is rewritten to match."""
+    head, _, item_of, next_of = chains
+    items = np.empty(size, dtype=np.int32)
+    nexts = np.empty(size, dtype=np.int32)
+    used = 0
+    for user in range(head.shape[0]):
+        entry, previous = head[user], -1
+        while entry >= 0:
+            items[used], nexts[used] = item_of[entry], -1
+            if previous < 0:
+                head[user] = used
+            else:
+                nexts[previous] = used
+            previous, used = used, used + 1
+            entry = next_of[entry]
+    return items, nexts
 
 
 @nb.njit(cache=True, nogil=True)
@@ -206,9 +230,15 @@ class History:
             self._occupied = int(self._count.sum())
         needed = self._used + pairs
         if needed > self._item_of.shape[0]:
-            size = max(needed, 2 * self._item_of.shape[0])
-            self._item_of = np.resize(self._item_of, size)
-            self._next_of = np.resize(self._next_of, size)
+            live = int(self._count.sum())
+            if 2 * live <= self._used:  # at least half of the entries are dead
+                size = max(MIN_ENTRIES, 2 * (live + pairs))
+                self._item_of, self._next_of = _compact(self._chains(), size)
+                self._used = live
+            else:
+                size = max(needed, 2 * self._item_of.shape[0])
+                self._item_of = np.resize(self._item_of, size)
+                self._next_of = np.resize(self._next_of, size)
 
     def add(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Record watched pairs (user rows must exist); which of them were new."""
@@ -221,6 +251,12 @@ class History:
         self._occupied += new
         return added
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every array held."""
+        arrays = (self.slots, self._head, self._count, self._item_of, self._next_of)
+        return sum(array.nbytes for array in arrays)
+
     def remove(self, users: np.ndarray, items: np.ndarray) -> None:
         """Take these pairs out of the history (those absent are ignored)."""
         _remove_pairs(
@@ -231,7 +267,7 @@ class History:
         )
 
     def forget(self, user: int) -> None:
-        """Empty one user's history (their entries stay allocated until a reload)."""
+        """Empty one user's history."""
         _forget_user(self.slots, self._chains(), user)
 
     def counts(self, users: np.ndarray) -> np.ndarray:

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from consumers.model.shared import Lock
+
 
 class Popularity:
     """View counts per item row, optionally decayed per event so trends move.
 
-    `counts` may be an array shared by a host's workers (fixed size, no decay:
-    the decay scale is per process).
+    `shared` is (counts, lock): an array shared by a host's workers (fixed size, no
+    decay: the decay scale is per process) and the host's lock, held while adding (an
+    unlocked read-add-write from two processes loses increments).
     """
 
     def __init__(
-        self, half_life_events: float | None = None, counts: np.ndarray | None = None
+        self,
+        half_life_events: float | None = None,
+        shared: tuple[np.ndarray, Lock] | None = None,
     ) -> None:
-        if counts is not None and half_life_events is not None:
+        if shared is not None and half_life_events is not None:
             raise ValueError("decaying popularity needs counts private to one process")
-        self._fixed = counts is not None
-        self._counts = np.zeros(1024) if counts is None else counts
+        self._fixed = shared is not None
+        self._counts = np.zeros(1024) if shared is None else shared[0]
+        self._lock: Lock = contextlib.nullcontext() if shared is None else shared[1]
         self._scale = 1.0
         self._growth = 1.0 if half_life_events is None else 2.0 ** (1.0 / half_life_events)
 
@@ -39,7 +46,8 @@ class Popularity:
         increments = np.ones(item_rows.size) if weights is None else weights
         # Decay by growing the weight of new views instead of shrinking all counts.
         steps = self._scale * self._growth ** np.arange(1, item_rows.size + 1)
-        np.add.at(self._counts, item_rows, increments * steps)
+        with self._lock:
+            np.add.at(self._counts, item_rows, increments * steps)
         self._scale = float(steps[-1])
         if self._scale > 1e100:
             self._counts /= self._scale

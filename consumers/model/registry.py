@@ -48,12 +48,16 @@ class IdRegistry:
         return np.fromiter((self.add(raw) for raw in raws), dtype=np.int64)
 
     def raw(self, row: int) -> Id:
-        """The id of a live row (never a forgotten one: nothing maps to those)."""
+        """The id of a live row; None for a forgotten one."""
         return cast(Id, self._ids[row])
 
     def raws(self, rows: Iterable[int]) -> list[Id]:
         ids = self._ids
         return [ids[row] for row in rows]
+
+    def live_rows(self) -> np.ndarray:
+        """Rows an id maps to now (forgotten ones left out), ascending."""
+        return np.fromiter(sorted(self._rows.values()), dtype=np.int64, count=len(self._rows))
 
     def forget(self, raw: Id) -> int | None:
         """Unmap `raw`; its row stays allocated but nothing reaches it again."""

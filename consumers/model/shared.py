@@ -6,11 +6,13 @@ memory only for the rows in use, so capacities are set generously and growth
 is the kernel's page allocation.
 
 Writers of new ids take one lock; lookups take none. An id becomes visible
-only once it is complete: its text, then its hash, then its slot are written,
-in that order (x86 keeps stores in order), and a reader trusts a slot only
-after comparing the text. Embedding rows themselves are updated without
-locks (Hogwild): concurrent updates of one row may lose a little of a step,
-never corrupt the table.
+only once it is complete: its text, the row count, then its hash and slot are
+written, in that order (x86 keeps stores in order), and a reader trusts a slot
+only after comparing the text. So any row a reader finds is below `len(registry)`,
+and `SharedTable.grow_to(len(registry))` (the learner's `sync_rows`, before it
+touches rows) initialises it before use. Embedding rows themselves are updated
+without locks (Hogwild): concurrent updates of one row may lose a little of a
+step, never corrupt the table.
 
 Each process caches the rows it has resolved (up to CACHE_LIMIT). That is safe
 because ids are forgotten only by the worker that owns them (a user's views, and
@@ -144,23 +146,27 @@ class SharedIdRegistry:
         self._offsets[row + 1] = start + len(text)
         self._kinds[row] = FORGOTTEN if raw is None else INTEGER if isinstance(raw, int) else STRING
         self._header[HEADER_TEXT] = start + len(text)
+        self._header[HEADER_COUNT] = row + 1  # before the slot: found rows are counted
         if slot is not None:
             self._hashes[slot] = digest
             self._slots[slot] = row + 1  # published: readers may now find it
-        self._header[HEADER_COUNT] = row + 1
         return row
 
     def add_many(self, raws: Iterable[Id]) -> np.ndarray:
         return np.fromiter((self.add(raw) for raw in raws), dtype=np.int64)
 
     def raw(self, row: int) -> Id:
-        """The id of a live row (never a forgotten one: nothing maps to those)."""
+        """The id of a live row; None (as `IdRegistry`) for a forgotten one."""
+        if self._kinds[row] == FORGOTTEN:
+            return None  # type: ignore[return-value]
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
         text = self._text[start:end].tobytes().decode("utf-8")
         return int(text) if self._kinds[row] == INTEGER else text
 
     def raws(self, rows: Iterable[int]) -> list[Id]:
-        """Ids of live rows, through a per-process cache (a publish names ~20k ids)."""
+        """Ids of live rows, through a per-process cache (a publish names ~20k ids). A
+        process forgets only the users it owns, the only ones it publishes, and drops
+        them from its own cache; `raw` and `live_rows` read the shared state."""
         cache, out = self._raw_cache, []
         for row in rows:
             raw = cache.get(row)
@@ -170,6 +176,10 @@ class SharedIdRegistry:
                 raw = cache[row] = self.raw(row)
             out.append(raw)
         return out
+
+    def live_rows(self) -> np.ndarray:
+        """Rows an id maps to now (forgotten ones left out), ascending."""
+        return np.flatnonzero(self._kinds[: len(self)] != FORGOTTEN)
 
     def forget(self, raw: Id) -> int | None:
         self._cache.pop(id_text(raw), None)
