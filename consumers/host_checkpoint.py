@@ -21,7 +21,7 @@ from torch import Tensor
 
 from consumers.checkpoint import MAIN_PART, Checkpoint, seal, stage_part
 from consumers.model.history import History
-from consumers.model.packing import pack_lists, unpack_lists
+from consumers.model.packing import FORGOTTEN, pack_lists, unpack_lists
 from consumers.model.storage import is_shared_state
 
 SHARED_PART = "shared"
@@ -112,6 +112,11 @@ def worker_state(checkpoint: Checkpoint, index: int, count: int) -> State:
     histories = History()
     for name in names:
         histories.merge(parts[name]["history_offsets"], parts[name]["history_items"])
+    # A user is forgotten by their owner alone; the others' copies of the history go too.
+    kinds = parts[SHARED_PART]["user_ids.kinds"]
+    for row in torch.nonzero(kinds == FORGOTTEN).flatten().tolist():
+        if row < histories.users:
+            histories.forget(row)
     served: dict[int, list[int]] = {}
     for name in names if count == 1 else [worker_part(index)] if count == len(names) else []:
         lists = unpack_lists(parts[name]["served_offsets"], parts[name]["served_items"])

@@ -188,7 +188,9 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     storage.items.load_state(section(shared, "item_ids."))
     storage.user_table.load(shared["user_weight"], shared["user_accumulator"])
     storage.item_table.load(shared["item_weight"], shared["item_accumulator"])
-    worker.popularity().load_state(shared)
+    # A single learner's counts grow past its items; those of rows beyond are zero.
+    counts = shared["popularity_counts"][: len(storage.items)]
+    worker.popularity().load_state({**shared, "popularity_counts": counts})
     totals = worker.totals()
     totals[:] = [checkpoint.manifest["events"], checkpoint.manifest["version"]]
     log.info("restored the host's shared state from %s", checkpoint.path.name)

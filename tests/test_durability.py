@@ -31,7 +31,8 @@ from hypothesis.errors import HypothesisDeprecationWarning
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from consumers.checkpoint import TENSORS_FILE, Checkpoint, latest_checkpoint
+from consumers.checkpoint import Checkpoint, latest_checkpoint
+from consumers.host_checkpoint import SHARED_PART, worker_state
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from streamer.events import (
@@ -146,6 +147,11 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
+
+
+def full_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, as a single learner restores it."""
+    return worker_state(checkpoint, 0, 1)[0]
 
 
 def applied_per_partition(checkpoint: Checkpoint | None, topic: str) -> dict[int, int]:
@@ -384,7 +390,7 @@ def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
     for checkpoint in final.values():
         assert applied_per_partition(checkpoint, topic) == ends
         assert checkpoint is not None and checkpoint.manifest["events"] == 20_000
-    killed_state, unbroken_state = (c.tensors for c in final.values() if c is not None)
+    killed_state, unbroken_state = (full_state(c) for c in final.values() if c is not None)
     for name in ("user_weight", "item_weight", "user_accumulator", "item_accumulator"):
         torch.testing.assert_close(killed_state[name], unbroken_state[name], rtol=1e-5, atol=1e-6)
     for name in ("user_ids.bytes", "item_ids.bytes", "history_offsets", "history_items"):
@@ -398,9 +404,10 @@ def cluster_share(checkpoint: Checkpoint | None, config: SyntheticConfig) -> flo
     """Mean share of each user's top-10 (from the final tables) in their planted cluster."""
     assert checkpoint is not None
     model = MatrixFactorization(ModelConfig(dim=DIM, seed=SEED))
-    model.load_state(checkpoint.tensors)
+    model.load_state(full_state(checkpoint))
     world = plant_world(config)
-    users = list(enumerate(model.users.raws(range(len(model.users)))))
+    rows = enumerate(model.users.raws(range(len(model.users))))
+    users = [(row, raw) for row, raw in rows if raw is not None]  # not the forgotten
     item_clusters = torch.tensor(
         [
             world.item_cluster[id_index(str(raw))]
@@ -712,7 +719,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_previous_one_replayed_fr
     assert committed_offsets(kafka_bootstrap, f"learners-{prefix}", kafka_topic) == ends
     newest = latest_checkpoint(directory)
     assert newest is not None and newest.manifest["events"] == 4100
-    tensors = newest.path / TENSORS_FILE
+    tensors = newest.path / f"{SHARED_PART}.safetensors"
     damaged = bytearray(tensors.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     tensors.write_bytes(bytes(damaged))
