@@ -40,6 +40,7 @@ from streamer.events import (
     MAX_ID_BYTES,
     MAX_VALUE_BYTES,
     REASON_HEADER,
+    USERS_TOPIC,
     InvalidRecord,
     ViewEvent,
     decode_view,
@@ -159,8 +160,8 @@ def applied_per_partition(checkpoint: Checkpoint | None, topic: str) -> dict[int
     return {int(p): int(n) for t, p, n in checkpoint.manifest["applied"] if t == topic}
 
 
-def create_topic(admin: KafkaAdminClient, partitions: int) -> str:
-    topic = f"test.durability.{uuid.uuid4().hex[:8]}"
+def create_topic(admin: KafkaAdminClient, partitions: int, topic: str = "") -> str:
+    topic = topic or f"test.durability.{uuid.uuid4().hex[:8]}"
     admin.create_topics(
         {
             topic: {"num_partitions": partitions, "replication_factor": 1},
@@ -825,3 +826,56 @@ def test_a_rebalance_hands_partitions_over_without_loss_or_double_counting(
     ]
     assert {p: applied[0].get(p, 0) + applied[1].get(p, 0) for p in ends} == ends
     assert committed_offsets(kafka_bootstrap, group, kafka_topic) == ends
+
+
+# -- a fresh broker -----------------------------------------------------------------------
+
+
+def test_workers_on_a_fresh_broker_wait_for_their_topics_and_pick_them_up(
+    own_kafka: OwnService, redis_db: RedisTarget, learners: list[Learner], tmp_path: Path
+) -> None:
+    """`--workers 2` with the default users topic on a broker that has neither topic yet:
+    the workers wait (and say so), learn the views once the topic exists, and read the
+    users topic (a tombstone) once it is created too."""
+    bootstrap, prefix, client = own_kafka.address, redis_db.prefix, redis_db.client
+    topic = f"test.fresh.{uuid.uuid4().hex[:8]}"
+    args = [
+        *consume_args(bootstrap, topic, redis_db.url, prefix, tmp_path / "checkpoints"),
+        "--workers", "2", "--max-users", "10000", "--max-items", "10000",
+    ]  # fmt: skip
+    args.remove("--users-topic")
+    args.remove("")  # the default, recstream.users
+    learner = Learner(args, tmp_path / "learner.log").start()
+    learners.append(learner)
+    for missing in (topic, USERS_TOPIC):
+        wait_on(
+            learner,
+            lambda t=missing: f"topic {t} does not exist" in learner.log_path.read_text(),
+            120,
+            f"a log line: waiting for {missing}",
+        )
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        create_topic(admin, 4, topic)
+        _, events = planted(1000, seed=29)
+        Stream(bootstrap, topic, events, rate=1e9).run()
+        wait_on(learner, lambda: meta_events(client, prefix) == 1000, 120, "every view")
+        gone = str(events[0].user)
+        assert client.exists(f"{prefix}user:{gone}:top")
+        create_topic(admin, 1, USERS_TOPIC)
+    finally:
+        admin.close()
+    tombstones = KafkaProducer(bootstrap_servers=bootstrap)
+    tombstones.send(USERS_TOPIC, key=gone.encode(), value=None).get(30)
+    tombstones.close()
+    wait_on(learner, lambda: not client.exists(f"{prefix}user:{gone}:top"), 120, "the tombstone")
+    wait_on(
+        learner,
+        lambda: learner.log_path.read_text().count(f"topic {USERS_TOPIC} exists now") == 2,
+        60,
+        "both workers reading the users topic",
+    )
+    assert learner.stop() == 0
+    final = latest_checkpoint(tmp_path / "checkpoints")
+    assert applied_per_partition(final, topic) == end_offsets(bootstrap, topic)
+    assert applied_per_partition(final, USERS_TOPIC) == {0: 1}
