@@ -26,7 +26,6 @@ from torch import Tensor
 FORMAT_VERSION = 1
 MAIN_PART = "tensors"
 PART_SUFFIX = ".safetensors"
-TENSORS_FILE = MAIN_PART + PART_SUFFIX
 MANIFEST_FILE = "manifest.json"
 PREFIX = "ckpt-"
 
