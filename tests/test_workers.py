@@ -30,6 +30,7 @@ from tests.test_durability import (
 
 # Every pair N -> M of {1, 2, 3} once, as consecutive runs on one checkpoint directory.
 CHAIN = (1, 1, 2, 2, 3, 3, 1, 3, 2, 1)
+PARTS = {"shared.safetensors", "worker-0.safetensors", "worker-1.safetensors"}
 
 
 def children(pid: int) -> list[int]:
@@ -54,6 +55,10 @@ def workers_of(learner: Learner) -> list[int]:
         for pid in children(learner.process.pid)
         if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
     ]
+
+
+def unlinked(learner: Learner) -> bool:
+    return "every worker has mapped the shared tables: unlinked" in learner.log_path.read_text()
 
 
 def produce(bootstrap: str, topic: str, events: list[ViewEvent]) -> None:
@@ -94,16 +99,20 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
 
     first = Learner(args, tmp_path / "first.log").start()
     wait_for(lambda: meta_events(client, prefix) >= 2000, 180, lambda: "learning\n" + first.log())
-    assert not list(shm.iterdir()), "the shared tables are unlinked once mapped"
+    wait_for(lambda: unlinked(first), 60, "the supervisor to unlink the shared files")
+    assert not list(shm.iterdir())
     workers = workers_of(first)
     assert len(workers) == 2
     os.kill(workers[1], 9)  # one worker dies: the host stops, no checkpoint follows
     assert first.process is not None and first.process.wait(60) == 1, first.log()
     wait_for(lambda: not any(alive(pid) for pid in workers), 60, "the other worker to exit")
+    sealed = [json.loads(path.read_text()) for path in checkpoints.glob("ckpt-*/manifest.json")]
+    assert sealed and all(set(manifest["sha256"]) == PARTS for manifest in sealed)
 
     produce(kafka_bootstrap, kafka_topic, events[3000:6000])
     second = Learner(args, tmp_path / "second.log").start()
     wait_for(lambda: meta_events(client, prefix) >= 5000, 180, lambda: "again\n" + second.log())
+    wait_for(lambda: unlinked(second), 60, "the supervisor to unlink the shared files")
     workers = workers_of(second)
     second.kill()  # the supervisor dies at once; orphaned workers stop without saving
     wait_for(lambda: not any(alive(pid) for pid in workers), 60, "orphaned workers to exit")
@@ -120,11 +129,7 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     newest = latest_checkpoint(checkpoints)
     assert newest is not None and newest.manifest["events"] == 9000
     assert applied_per_partition(newest, kafka_topic) == end_offsets(kafka_bootstrap, kafka_topic)
-    assert set(newest.manifest["sha256"]) == {
-        "shared.safetensors",
-        "worker-0.safetensors",
-        "worker-1.safetensors",
-    }
+    assert set(newest.manifest["sha256"]) == PARTS
     assert not list(checkpoints.glob(".tmp-*"))
     users = {str(event.user) for event in events}
     assert all(client.exists(f"{prefix}user:{user}:top") for user in users)
