@@ -50,7 +50,7 @@ from streamer.events import (
 from streamer.producer import ViewProducer
 from streamer.sources.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from tests.conftest import RedisTarget
-from tests.learners import ROOT, Learner, meta_events, wait_for
+from tests.learners import ROOT, Learner, free_ports, meta_events, wait_for
 
 # A restarted member's partitions come back once the broker drops the dead one: the
 # broker's minimum session timeout (6 s) instead of kafka-python's 45 s.
@@ -845,7 +845,7 @@ def test_workers_on_a_fresh_broker_wait_for_their_topics_and_pick_them_up(
     ]  # fmt: skip
     args.remove("--users-topic")
     args.remove("")  # the default, recstream.users
-    learner = Learner(args, tmp_path / "learner.log").start()
+    learner = Learner(args, tmp_path / "learner.log", free_ports(2)).start()
     learners.append(learner)
     for missing in (topic, USERS_TOPIC):
         wait_on(

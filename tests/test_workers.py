@@ -19,7 +19,7 @@ from streamer.events import ViewEvent
 from streamer.producer import ViewProducer
 from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 from tests.conftest import RedisTarget
-from tests.learners import Learner, meta_events, wait_for
+from tests.learners import Learner, free_ports, meta_events, wait_for
 from tests.test_durability import (
     applied_per_partition,
     cluster_share,
@@ -97,7 +97,7 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     client, prefix = redis_db.client, redis_db.prefix
     produce(kafka_bootstrap, kafka_topic, events[:3000])
 
-    first = Learner(args, tmp_path / "first.log").start()
+    first = Learner(args, tmp_path / "first.log", free_ports(2)).start()
     wait_for(lambda: meta_events(client, prefix) >= 2000, 180, lambda: "learning\n" + first.log())
     wait_for(lambda: unlinked(first), 60, "the supervisor to unlink the shared files")
     assert not list(shm.iterdir())
@@ -110,7 +110,7 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     assert sealed and all(set(manifest["sha256"]) == PARTS for manifest in sealed)
 
     produce(kafka_bootstrap, kafka_topic, events[3000:6000])
-    second = Learner(args, tmp_path / "second.log").start()
+    second = Learner(args, tmp_path / "second.log", free_ports(2)).start()
     wait_for(lambda: meta_events(client, prefix) >= 5000, 180, lambda: "again\n" + second.log())
     wait_for(lambda: unlinked(second), 60, "the supervisor to unlink the shared files")
     workers = workers_of(second)
@@ -121,7 +121,7 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     leftover.mkdir()
 
     produce(kafka_bootstrap, kafka_topic, events[6000:])
-    third = Learner(args, tmp_path / "third.log").start()
+    third = Learner(args, tmp_path / "third.log", free_ports(2)).start()
     wait_for(lambda: meta_events(client, prefix) == 9000, 240, lambda: "all\n" + third.log())
     assert third.stop() == 0, third.log()
     assert not list(shm.iterdir())
@@ -201,8 +201,8 @@ def test_restarts_with_every_pair_of_worker_counts_apply_every_event_once(
             tombstones = KafkaProducer(bootstrap_servers=kafka_bootstrap)
             tombstones.send(users_topic, key=forgotten.encode(), value=None).get(30)
             tombstones.close()
-        learner = Learner([*args, "--workers", str(workers)], tmp_path / f"run-{stage}.log")
-        learner.start()
+        log = tmp_path / f"run-{stage}.log"
+        learner = Learner([*args, "--workers", str(workers)], log, free_ports(workers)).start()
         wait_on(
             learner,
             lambda total=produced, gone=stage >= forget_at: (
