@@ -3,9 +3,10 @@
 Builds a learner state of that size through the public API (registries of string ids,
 tables, histories, popularity), then times what the service does:
 
-- write: `OnlineRecommender.state()` + `write_checkpoint` (safetensors, JSON manifest,
-  sha256, fsync, atomic rename) into a `CheckpointPolicy` directory;
-- read + restore: `latest_checkpoint` (sha256 verified) + `OnlineRecommender.load_state`;
+- write: `OnlineRecommender.state()` + `LocalCheckpoints.write` (a host of one: shared
+  part and worker part in safetensors, JSON manifest, sha256, fsync, atomic rename);
+- read + restore: `LocalCheckpoints.read` (sha256 verified, parts united) +
+  `OnlineRecommender.load_state`;
 
 and, as the baseline measured in the same run, a raw dump of the two float32 tables
 (`numpy.tofile` + fsync) and its read back. Reads follow writes, so they hit the page
@@ -34,10 +35,9 @@ import torch
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from benchmarks.common import machine, pin_threads
-from consumers.checkpoint import latest_checkpoint, write_checkpoint
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy
+from consumers.service import CheckpointPolicy, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
@@ -110,7 +110,8 @@ def main() -> None:
     )
     print(f"  built in {build_s:.1f} s", flush=True)
     root = Path(tempfile.mkdtemp(prefix="recstream-ckpt-bench-", dir=args.dir))
-    policy = CheckpointPolicy(root / "checkpoints", keep=2)
+    directory = root / "checkpoints"
+    checkpoints = LocalCheckpoints(CheckpointPolicy(directory, keep=2))
     runs: list[dict[str, float]] = []
     try:
         for _ in range(args.repeats):
@@ -118,16 +119,14 @@ def main() -> None:
             (tensors, manifest), state_s = timed(recommender.state)
             manifest["positions"] = [["recstream.views", 0, args.users * args.history]]
             manifest["applied"] = [["recstream.views", 0, args.users * args.history]]
-            path, write_s = timed(
-                partial(write_checkpoint, policy.directory, tensors, manifest, policy.keep)
+            _, write_s = timed(
+                partial(checkpoints.write, lambda t=tensors, m=manifest: (t, m), True)
             )
             del tensors
-            checkpoint, read_s = timed(lambda: latest_checkpoint(policy.directory))
-            assert checkpoint is not None and checkpoint.path == path
+            state, read_s = timed(checkpoints.read)
+            assert state is not None
             restored = OnlineRecommender(recommender.config, MemoryStore(), "mf-bpr")
-            _, restore_s = timed(
-                partial(restored.load_state, checkpoint.tensors, checkpoint.manifest)
-            )
+            _, restore_s = timed(partial(restored.load_state, state.tensors, state.manifest))
             assert torch.equal(
                 restored.model.user_table.weight, recommender.model.user_table.weight
             )
@@ -143,13 +142,13 @@ def main() -> None:
                     "read_verify_s": read_s,
                     "restore_s": restore_s,
                     "read_restore_s": read_s + restore_s,
-                    "bytes_on_disk": directory_bytes(path),
+                    "bytes_on_disk": directory_bytes(max(directory.glob("ckpt-*"))),
                     "raw_table_write_s": raw_write_s,
                     "raw_table_read_s": raw_read_s,
                     "raw_table_bytes": raw_bytes,
                 }
             )
-            del checkpoint, restored
+            del state, restored
             print(
                 f"  write {runs[-1]['write_s']:.2f} s (state {state_s:.2f} + file {write_s:.2f}),"
                 f" read+restore {runs[-1]['read_restore_s']:.2f} s"

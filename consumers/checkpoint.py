@@ -1,10 +1,11 @@
 """Durable checkpoints: safetensors for tensors, a JSON manifest, atomic rename.
 
-Layout: `<dir>/ckpt-<sequence>/{tensors.safetensors, manifest.json}`. A
-checkpoint is written into a hidden temp dir, fsynced, then renamed into place;
-the manifest carries a format version and the tensors file's SHA-256, so a
-partial or corrupt checkpoint is detected on load and the previous one used.
-Nothing is ever unpickled.
+Layout: `<dir>/ckpt-<sequence>/{<part>.safetensors ..., manifest.json}` (the
+learner's parts: consumers/host_checkpoint.py). A checkpoint is written into a
+hidden staging dir of its own writer, fsynced, then renamed into place; the
+manifest carries a format version and each part's SHA-256, so a partial or
+corrupt checkpoint is detected on load and the previous one used. Nothing is
+ever unpickled.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,6 @@ from torch import Tensor
 FORMAT_VERSION = 1
 MAIN_PART = "tensors"
 PART_SUFFIX = ".safetensors"
-TENSORS_FILE = MAIN_PART + PART_SUFFIX
 MANIFEST_FILE = "manifest.json"
 PREFIX = "ckpt-"
 
@@ -79,7 +80,8 @@ def _name(sequence: int) -> str:
 
 
 def staging_dir(directory: Path, label: str) -> Path:
-    """A hidden directory where the parts of one checkpoint are written before `seal`."""
+    """A hidden directory where the parts of one checkpoint are written before `seal`;
+    `label` names one writer's checkpoint, unique to its run."""
     temp = directory / f".tmp-{label}"
     temp.mkdir(parents=True, exist_ok=True)
     return temp
@@ -92,11 +94,14 @@ def stage_part(temp: Path, part: str, tensors: dict[str, Tensor]) -> None:
     _fsync(path)
 
 
-def seal(directory: Path, temp: Path, manifest: dict[str, Any], keep: int = 3) -> Path:
-    """Checksum every staged part, write the manifest, rename into place, prune old ones."""
+def seal(
+    directory: Path, temp: Path, manifest: dict[str, Any], keep: int, parts: list[str]
+) -> Path:
+    """Checksum the staged `parts` (only these), write the manifest, rename into place,
+    prune old ones."""
     sequences = _sequences(directory)
     sequence = sequences[-1] + 1 if sequences else 1
-    digests = {path.name: _sha256(path) for path in sorted(temp.glob(f"*{PART_SUFFIX}"))}
+    digests = {f"{part}{PART_SUFFIX}": _sha256(temp / f"{part}{PART_SUFFIX}") for part in parts}
     body = dict(manifest, format=FORMAT_VERSION, sha256=digests)
     manifest_path = temp / MANIFEST_FILE
     manifest_path.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
@@ -117,9 +122,9 @@ def write_checkpoint(
 ) -> Path:
     """Write a new single-part checkpoint atomically and keep only the newest `keep`."""
     directory.mkdir(parents=True, exist_ok=True)
-    temp = staging_dir(directory, f"{os.getpid()}")
+    temp = staging_dir(directory, uuid.uuid4().hex)
     stage_part(temp, MAIN_PART, tensors)
-    return seal(directory, temp, manifest, keep)
+    return seal(directory, temp, manifest, keep, [MAIN_PART])
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

@@ -132,6 +132,8 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
             **publishing,
         )
     )
+    if worker is not None:
+        worker.mapped()
     service = LearnerService(
         source,
         recommender,
@@ -172,7 +174,7 @@ def _checkpoints(settings: ConsumeSettings, worker: Worker | None) -> Checkpoint
         settings.checkpoint_keep,
     )
     if worker is None:
-        return LocalCheckpoints(policy)
+        return LocalCheckpoints(policy, settings.topic)
     from consumers.workers import WorkerCheckpoints
 
     return WorkerCheckpoints(policy, worker, settings.topic)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,13 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from consumers.checkpoint import latest_checkpoint, write_checkpoint
+from consumers.checkpoint import latest_checkpoint, staging_dir
 from consumers.health import Health
+from consumers.host_checkpoint import seal_host, stage_worker, worker_state
 from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender, PublishResult
-from streamer.events import InvalidRecord, ViewEvent, decode_view
+from streamer.events import VIEWS_TOPIC, InvalidRecord, ViewEvent, decode_view
 
 LOSS_SMOOTHING = 0.05
 MAX_POLL_WAIT_S = 0.5
@@ -77,23 +79,27 @@ class Checkpoints(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LocalCheckpoints:
-    """One process, one checkpoint directory."""
+    """One process, one checkpoint directory, in the format of a host of one worker."""
 
     policy: CheckpointPolicy
+    views_topic: str = VIEWS_TOPIC
 
     def due(self, wanted: bool) -> bool:
         return wanted
 
     def write(self, snapshot: Snapshot, ready: bool) -> bool:
         if ready:
-            write_checkpoint(self.policy.directory, *snapshot(), self.policy.keep)
+            directory = self.policy.directory
+            temp = staging_dir(directory, uuid.uuid4().hex)  # this write's own
+            stage_worker(temp, 0, *snapshot())
+            seal_host(directory, temp, 1, self.views_topic, self.policy.keep)
         return ready
 
     def read(self) -> Restored | None:
         checkpoint = latest_checkpoint(self.policy.directory)
         if checkpoint is None:
             return None
-        return Restored(checkpoint.tensors, checkpoint.manifest)
+        return Restored(*worker_state(checkpoint, 0, 1))
 
     def finish(self, checkpoint: Callable[[], bool]) -> None:
         checkpoint()

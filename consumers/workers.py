@@ -17,7 +17,6 @@ last checkpoint (every event since is replayed once).
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -33,18 +32,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from consumers.checkpoint import latest_checkpoint, seal, stage_part, staging_dir
-from consumers.model.history import History
+from consumers.checkpoint import latest_checkpoint, staging_dir
+from consumers.host_checkpoint import SHARED_PART, host_parts, seal_host, stage_worker, worker_state
 from consumers.model.packing import section
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock, open_array
-from consumers.model.storage import SharedLayout, Storage, is_shared_state, shared_storage
+from consumers.model.storage import SharedLayout, Storage, shared_storage
 from consumers.service import CheckpointPolicy, Restored, Snapshot
 from consumers.settings import ConsumeSettings
 
 BARRIER_TIMEOUT_S = 120.0
+SHARED_PREFIX = "recstream-"
 SPAWN = multiprocessing.get_context("spawn")
 
 log = logging.getLogger("recstream.workers")
@@ -59,6 +58,7 @@ class HostSync:
     epoch: Synchronized  # type: ignore[type-arg]
     ready: Any  # one flag per worker: its outputs are flushed for this epoch
     stopping: Event
+    mapped: Any  # one flag per worker: it has mapped every shared file
 
     @classmethod
     def create(cls, workers: int) -> HostSync:
@@ -68,6 +68,7 @@ class HostSync:
             SPAWN.Value("q", 0),
             SPAWN.Array("b", workers),
             SPAWN.Event(),
+            SPAWN.Array("b", workers),
         )
 
     def stop(self) -> None:
@@ -119,6 +120,11 @@ class Worker:
     def totals(self) -> np.ndarray:
         return open_array(self.layout.directory, "totals", "int64", (2,))
 
+    def mapped(self) -> None:
+        """Tell the supervisor this worker holds every shared file it needs (it may
+        unlink them: the mappings keep them alive)."""
+        self.sync.mapped[self.index] = True
+
 
 @dataclass
 class WorkerCheckpoints:
@@ -146,22 +152,14 @@ class WorkerCheckpoints:
         sync.barrier.wait()  # every worker is at a batch boundary: the tables stand still
         self._done += 1
         everyone_ready = all(sync.ready[: worker.count])
-        temp = staging_dir(self.policy.directory, f"epoch-{self._done}")
+        directory = self.policy.directory
+        # This run's own (a crashed run's parts are never sealed into this one's)
+        temp = staging_dir(directory, f"{worker.layout.directory.name}-epoch-{self._done}")
         if everyone_ready:
-            tensors, manifest = snapshot()
-            part = f"worker-{worker.index}"
-            stage_part(temp, part, {k: v for k, v in tensors.items() if not is_shared_state(k)})
-            (temp / f"{part}.json").write_text(json.dumps(manifest), encoding="utf-8")
-            if worker.index == 0:
-                stage_part(temp, "shared", {k: v for k, v in tensors.items() if is_shared_state(k)})
+            stage_worker(temp, worker.index, *snapshot())
         sync.barrier.wait()  # every part is staged
         if everyone_ready and worker.index == 0:
-            seal(
-                self.policy.directory,
-                temp,
-                _host_manifest(temp, worker.count, self.views_topic),
-                self.policy.keep,
-            )
+            seal_host(directory, temp, worker.count, self.views_topic, self.policy.keep)
         sync.barrier.wait()  # sealed: offsets may be committed
         return everyone_ready
 
@@ -169,97 +167,12 @@ class WorkerCheckpoints:
         checkpoint = latest_checkpoint(self.policy.directory)
         if checkpoint is None:
             return None
-        return _worker_state(checkpoint.parts, checkpoint.manifest, self.worker.index)
+        return Restored(*worker_state(checkpoint, self.worker.index, self.worker.count), False)
 
     def finish(self, checkpoint: Callable[[], bool]) -> None:
         """Write with the others until the final epoch the supervisor set is done."""
         while self.due(False):
             checkpoint()
-
-
-def _host_manifest(temp: Path, workers: int, views_topic: str) -> dict[str, Any]:
-    """One manifest for the host: shared totals, offsets and applied counts per
-    partition, and each worker's own entries."""
-    parts = {
-        index: json.loads((temp / f"worker-{index}.json").read_text(encoding="utf-8"))
-        for index in range(workers)
-    }
-    for index in range(workers):
-        (temp / f"worker-{index}.json").unlink()
-    first = parts[0]
-    return {
-        "model": first["model"],
-        "config": first["config"],
-        "version": max(p["version"] for p in parts.values()),
-        "events": first["events"],
-        "positions": _merge_offsets([p["positions"] for p in parts.values()], views_topic),
-        "applied": _merge_offsets([p["applied"] for p in parts.values()], views_topic),
-        "workers": {str(index): part for index, part in parts.items()},
-    }
-
-
-def _merge_offsets(parts: list[list[list[Any]]], views_topic: str) -> list[list[Any]]:
-    """One value per partition from every worker's: a views partition is read by one
-    worker only (the others hold older copies: take the highest); every worker reads
-    the other topics in full (take the lowest: replaying a tombstone is harmless)."""
-    merged: dict[tuple[str, int], int] = {}
-    for rows in parts:
-        for topic, partition, value in rows:
-            key = (topic, partition)
-            pick = max if topic == views_topic else min
-            merged[key] = pick(value, merged.get(key, value))
-    return [[t, p, v] for (t, p), v in sorted(merged.items())]
-
-
-def _worker_state(
-    parts: dict[str, dict[str, Tensor]], manifest: dict[str, Any], index: int
-) -> Restored:
-    """This worker's state from a host checkpoint written by any number of workers.
-
-    Histories are united (a user's lives in one part), offsets taken from the part
-    that had the partition; served lists, random state and quality are the worker's
-    own when it had a part, else start afresh.
-    """
-    workers = manifest["workers"]
-    names = sorted(name for name in parts if name.startswith("worker-"))
-    own = parts.get(f"worker-{index}", {})
-    own_manifest = workers.get(str(index), {})
-    histories = History()
-    for name in names:
-        histories.merge(parts[name]["history_offsets"], parts[name]["history_items"])
-    history_offsets, history_items = histories.pack()
-    fresh_generator = torch.Generator().manual_seed(int(manifest["config"]["seed"]) + index)
-    empty_rows = torch.zeros(0, dtype=torch.long)
-    tensors = {
-        "history_offsets": history_offsets,
-        "history_items": history_items,
-        "generator": own.get("generator", fresh_generator.get_state()),
-        "served_rows": own.get("served_rows", empty_rows),
-        "served_offsets": own.get("served_offsets", torch.zeros(1, dtype=torch.long)),
-        "served_items": own.get("served_items", empty_rows),
-        "quality_recent": own.get("quality_recent", torch.zeros(0, 2, dtype=torch.float64)),
-        "popularity_quality_recent": own.get(
-            "popularity_quality_recent", torch.zeros(0, 2, dtype=torch.float64)
-        ),
-    }
-    for name in ("dirty_users", "dirty_items", "dirty_positives"):
-        tensors[name] = torch.unique(torch.cat([parts[n][name] for n in names] + [empty_rows]))
-    zero = {"scored": 0, "hits": 0.0, "gains": 0.0}
-    return Restored(
-        tensors,
-        {
-            "model": manifest["model"],
-            "config": manifest["config"],
-            "version": manifest["version"],
-            "events": manifest["events"],
-            "quality": own_manifest.get("quality", zero),
-            "popularity_quality": own_manifest.get("popularity_quality", zero),
-            "doomed_keys": sorted({k for part in workers.values() for k in part["doomed_keys"]}),
-            "positions": manifest["positions"],
-            "applied": manifest["applied"],
-        },
-        shared=False,
-    )
 
 
 def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
@@ -269,18 +182,16 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     checkpoint = latest_checkpoint(Path(settings.checkpoint_dir))
     if checkpoint is None:
         return False
-    if "shared" not in checkpoint.parts:
-        raise ValueError(
-            f"{checkpoint.path} was written by a single learner; start it with --workers 1"
-        )
-    shared = checkpoint.parts["shared"]
+    shared = host_parts(checkpoint)[0][SHARED_PART]
     config = settings.model()
     storage = worker.storage(config, torch.Generator())
     storage.users.load_state(section(shared, "user_ids."))
     storage.items.load_state(section(shared, "item_ids."))
     storage.user_table.load(shared["user_weight"], shared["user_accumulator"])
     storage.item_table.load(shared["item_weight"], shared["item_accumulator"])
-    worker.popularity().load_state(shared)
+    # A single learner's counts grow past its items; those of rows beyond are zero.
+    counts = shared["popularity_counts"][: len(storage.items)]
+    worker.popularity().load_state({**shared, "popularity_counts": counts})
     totals = worker.totals()
     totals[:] = [checkpoint.manifest["events"], checkpoint.manifest["version"]]
     log.info("restored the host's shared state from %s", checkpoint.path.name)
@@ -295,17 +206,43 @@ def _worker_main(settings: ConsumeSettings, worker: Worker) -> None:
     run_learner(settings, worker.stop_flag(), worker)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_leftovers(base: Path) -> None:
+    """Remove the shared directories of supervisors that died (kill -9) before their
+    workers had mapped them; a directory is named after its supervisor's pid."""
+    for leftover in base.glob(f"{SHARED_PREFIX}*-*"):
+        owner = leftover.name[len(SHARED_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            log.warning("removing %s, left by a supervisor that is gone", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def run_workers(settings: ConsumeSettings) -> int:
-    """Supervise `settings.workers` learner processes; returns the exit status."""
+    """Supervise `settings.workers` learner processes; returns the exit status.
+
+    The shared files are unlinked as soon as every worker has mapped them, so nothing is
+    left in /dev/shm however the host ends (the kernel frees them with the last mapping);
+    a supervisor killed before that leaves a directory the next start removes.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     count = settings.workers
     default = Path("/dev/shm")  # memory, not disk, where the machine has it
     base = (
         Path(settings.shared_dir)
         if settings.shared_dir
-        else (default if default.is_dir() else None)
+        else (default if default.is_dir() else Path(tempfile.gettempdir()))
     )
-    directory = Path(tempfile.mkdtemp(prefix="recstream-", dir=base))
+    sweep_leftovers(base)
+    directory = Path(tempfile.mkdtemp(prefix=f"{SHARED_PREFIX}{os.getpid()}-", dir=base))
     layout = SharedLayout(directory, settings.max_users, settings.max_items)
     sync = HostSync.create(count)
     try:
@@ -323,8 +260,12 @@ def run_workers(settings: ConsumeSettings) -> int:
 
         signal.signal(signal.SIGTERM, lambda *_: sync.stop())
         signal.signal(signal.SIGINT, lambda *_: sync.stop())
-        failed = False
+        failed = unlinked = False
         while any(process.is_alive() for process in processes):
+            if not unlinked and all(sync.mapped[:count]):
+                shutil.rmtree(directory, ignore_errors=True)
+                unlinked = True
+                log.info("every worker has mapped the shared tables: unlinked %s", directory)
             for process in processes:
                 process.join(timeout=0.5)
                 if process.exitcode not in (None, 0) and not failed:

@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry
 
-from consumers.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
+from consumers.checkpoint import latest_checkpoint, read_checkpoint, staging_dir, write_checkpoint
+from consumers.host_checkpoint import seal_host, stage_worker, worker_state
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
+from consumers.model.history import History
 from consumers.pipeline import OnlineRecommender
 from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
@@ -125,3 +127,45 @@ def test_a_forgotten_user_stays_forgotten_across_a_restart(tmp_path: Path) -> No
     assert model.users.row("gone") is None and model.users.row("kept") is not None
     assert not model.user_table.weight[0].any()  # "gone" had row 0: its vector is wiped
     assert model.history.items(0).size == 0
+
+
+def test_a_users_history_forgotten_by_its_worker_is_not_brought_back_by_another_copy(
+    tmp_path: Path,
+) -> None:
+    """Only a user's own worker forgets them; the copy of their history another worker
+    restored earlier must not come back when the parts are united, for any N."""
+    recommender = OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore())
+    recommender.process([ViewEvent("gone", 1, 1.0), ViewEvent("gone", 2, 1.0)])
+    recommender.process([ViewEvent("kept", 1, 1.0)])
+    stale, _ = recommender.state()  # what another worker holds
+    recommender.forget_user("gone")
+    tensors, manifest = recommender.state()
+    manifest.update(positions=[[VIEWS_TOPIC, 0, 3]], applied=[[VIEWS_TOPIC, 0, 3]])
+    temp = staging_dir(tmp_path, "run-epoch-1")
+    stage_worker(temp, 0, tensors, manifest)
+    stage_worker(temp, 1, stale, manifest)
+    seal_host(tmp_path, temp, 2, VIEWS_TOPIC, keep=3)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None
+    for count in (1, 2, 3):
+        state, restored = worker_state(checkpoint, 0, count)
+        history = History()
+        history.load(state["history_offsets"], state["history_items"])
+        assert history.items(0).size == 0 and history.items(1).size == 1  # gone, kept
+        assert restored["applied"] == [[VIEWS_TOPIC, 0, 3]]
+
+
+def test_a_single_part_checkpoint_of_an_earlier_learner_is_restored(tmp_path: Path) -> None:
+    log = MemoryEventLog(partitions=1)
+    for user, item in [("a", 1), ("a", 2), ("b", 1)]:
+        log.send(ViewEvent(user, item, 1.0), VIEWS_TOPIC)
+    service = build(log, tmp_path / "new")
+    drain(service)
+    service.shutdown()
+    tensors, manifest = service._snapshot()
+    write_checkpoint(tmp_path / "old", tensors, manifest)  # the earlier layout: one part
+    restored = build(log, tmp_path / "old")
+    assert restored.restore()
+    model = restored.recommender.model
+    assert model.users.row("b") == 1 and model.history.items(0).tolist() == [0, 1]
+    assert restored.applied == {(VIEWS_TOPIC, 0): 3}

@@ -31,7 +31,8 @@ from hypothesis.errors import HypothesisDeprecationWarning
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from consumers.checkpoint import TENSORS_FILE, Checkpoint, latest_checkpoint
+from consumers.checkpoint import Checkpoint, latest_checkpoint
+from consumers.host_checkpoint import SHARED_PART, worker_state
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from streamer.events import (
@@ -39,6 +40,7 @@ from streamer.events import (
     MAX_ID_BYTES,
     MAX_VALUE_BYTES,
     REASON_HEADER,
+    USERS_TOPIC,
     InvalidRecord,
     ViewEvent,
     decode_view,
@@ -48,7 +50,7 @@ from streamer.events import (
 from streamer.producer import ViewProducer
 from streamer.sources.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from tests.conftest import RedisTarget
-from tests.learners import ROOT, Learner, meta_events, wait_for
+from tests.learners import ROOT, Learner, free_ports, meta_events, wait_for
 
 # A restarted member's partitions come back once the broker drops the dead one: the
 # broker's minimum session timeout (6 s) instead of kafka-python's 45 s.
@@ -148,13 +150,18 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
 
 
+def full_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, as a single learner restores it."""
+    return worker_state(checkpoint, 0, 1)[0]
+
+
 def applied_per_partition(checkpoint: Checkpoint | None, topic: str) -> dict[int, int]:
     assert checkpoint is not None, "no checkpoint"
     return {int(p): int(n) for t, p, n in checkpoint.manifest["applied"] if t == topic}
 
 
-def create_topic(admin: KafkaAdminClient, partitions: int) -> str:
-    topic = f"test.durability.{uuid.uuid4().hex[:8]}"
+def create_topic(admin: KafkaAdminClient, partitions: int, topic: str = "") -> str:
+    topic = topic or f"test.durability.{uuid.uuid4().hex[:8]}"
     admin.create_topics(
         {
             topic: {"num_partitions": partitions, "replication_factor": 1},
@@ -384,7 +391,7 @@ def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
     for checkpoint in final.values():
         assert applied_per_partition(checkpoint, topic) == ends
         assert checkpoint is not None and checkpoint.manifest["events"] == 20_000
-    killed_state, unbroken_state = (c.tensors for c in final.values() if c is not None)
+    killed_state, unbroken_state = (full_state(c) for c in final.values() if c is not None)
     for name in ("user_weight", "item_weight", "user_accumulator", "item_accumulator"):
         torch.testing.assert_close(killed_state[name], unbroken_state[name], rtol=1e-5, atol=1e-6)
     for name in ("user_ids.bytes", "item_ids.bytes", "history_offsets", "history_items"):
@@ -398,9 +405,10 @@ def cluster_share(checkpoint: Checkpoint | None, config: SyntheticConfig) -> flo
     """Mean share of each user's top-10 (from the final tables) in their planted cluster."""
     assert checkpoint is not None
     model = MatrixFactorization(ModelConfig(dim=DIM, seed=SEED))
-    model.load_state(checkpoint.tensors)
+    model.load_state(full_state(checkpoint))
     world = plant_world(config)
-    users = list(enumerate(model.users.raws(range(len(model.users)))))
+    rows = enumerate(model.users.raws(range(len(model.users))))
+    users = [(row, raw) for row, raw in rows if raw is not None]  # not the forgotten
     item_clusters = torch.tensor(
         [
             world.item_cluster[id_index(str(raw))]
@@ -757,7 +765,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_previous_one_replayed_fr
     assert committed_offsets(kafka_bootstrap, f"learners-{prefix}", kafka_topic) == ends
     newest = latest_checkpoint(directory)
     assert newest is not None and newest.manifest["events"] == 4100
-    tensors = newest.path / TENSORS_FILE
+    tensors = newest.path / f"{SHARED_PART}.safetensors"
     damaged = bytearray(tensors.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     tensors.write_bytes(bytes(damaged))
@@ -863,3 +871,56 @@ def test_a_rebalance_hands_partitions_over_without_loss_or_double_counting(
     ]
     assert {p: applied[0].get(p, 0) + applied[1].get(p, 0) for p in ends} == ends
     assert committed_offsets(kafka_bootstrap, group, kafka_topic) == ends
+
+
+# -- a fresh broker -----------------------------------------------------------------------
+
+
+def test_workers_on_a_fresh_broker_wait_for_their_topics_and_pick_them_up(
+    own_kafka: OwnService, redis_db: RedisTarget, learners: list[Learner], tmp_path: Path
+) -> None:
+    """`--workers 2` with the default users topic on a broker that has neither topic yet:
+    the workers wait (and say so), learn the views once the topic exists, and read the
+    users topic (a tombstone) once it is created too."""
+    bootstrap, prefix, client = own_kafka.address, redis_db.prefix, redis_db.client
+    topic = f"test.fresh.{uuid.uuid4().hex[:8]}"
+    args = [
+        *consume_args(bootstrap, topic, redis_db.url, prefix, tmp_path / "checkpoints"),
+        "--workers", "2", "--max-users", "10000", "--max-items", "10000",
+    ]  # fmt: skip
+    args.remove("--users-topic")
+    args.remove("")  # the default, recstream.users
+    learner = Learner(args, tmp_path / "learner.log", free_ports(2)).start()
+    learners.append(learner)
+    for missing in (topic, USERS_TOPIC):
+        wait_on(
+            learner,
+            lambda t=missing: f"topic {t} does not exist" in learner.log_path.read_text(),
+            120,
+            f"a log line: waiting for {missing}",
+        )
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        create_topic(admin, 4, topic)
+        _, events = planted(1000, seed=29)
+        Stream(bootstrap, topic, events, rate=1e9).run()
+        wait_on(learner, lambda: meta_events(client, prefix) == 1000, 120, "every view")
+        gone = str(events[0].user)
+        assert client.exists(f"{prefix}user:{gone}:top")
+        create_topic(admin, 1, USERS_TOPIC)
+    finally:
+        admin.close()
+    tombstones = KafkaProducer(bootstrap_servers=bootstrap)
+    tombstones.send(USERS_TOPIC, key=gone.encode(), value=None).get(30)
+    tombstones.close()
+    wait_on(learner, lambda: not client.exists(f"{prefix}user:{gone}:top"), 120, "the tombstone")
+    wait_on(
+        learner,
+        lambda: learner.log_path.read_text().count(f"topic {USERS_TOPIC} exists now") == 2,
+        60,
+        "both workers reading the users topic",
+    )
+    assert learner.stop() == 0
+    final = latest_checkpoint(tmp_path / "checkpoints")
+    assert applied_per_partition(final, topic) == end_offsets(bootstrap, topic)
+    assert applied_per_partition(final, USERS_TOPIC) == {0: 1}

@@ -22,6 +22,7 @@ COMMIT_TIMEOUT_S = 10.0  # kafka-python's default, 30 s, would stall the loop pa
 DEAD_LETTER_TIMEOUT_S = 30.0
 DEAD_LETTER_BLOCK_MS = 5000
 METADATA_WAIT_S = 10.0
+ASSIGNMENT_REFRESH_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class KafkaEventSource:
         )
         self.worker = worker
         self._views_partitions: list[int] = []
+        self._assigned_at = 0.0
+        self._missing: set[str] = set()  # topics not found yet (worker mode)
         if worker is None:
             self.consumer.subscribe(self.topics, listener=_Rebalance(self))
             # Join with the topic's metadata at hand (fetched after subscribing, so the
@@ -117,7 +120,9 @@ class KafkaEventSource:
                     break
                 time.sleep(0.1)
         else:
-            self.consumer.assign(self._worker_partitions(*worker))
+            for topic in self.topics:  # fills the metadata cache: known topics, at once
+                self.consumer.partitions_for_topic(topic)
+            self._refresh_assignment()
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -142,24 +147,39 @@ class KafkaEventSource:
         # Per partition, the offset after the last record handed out (see `poll`).
         self.delivered: dict[PartitionKey, int] = {}
 
-    def _worker_partitions(self, index: int, count: int) -> list[TopicPartition]:
-        assigned = []
-        for position, topic in enumerate(self.topics):
-            partitions = self._partitions_of(topic)
-            if position == 0:
-                self._views_partitions = partitions
-                partitions = [p for p in partitions if p % count == index]
-            assigned.extend(TopicPartition(topic, p) for p in partitions)
-        return assigned
+    def _refresh_assignment(self) -> None:
+        """Worker mode: assign this worker's partitions of the topics that exist now.
 
-    def _partitions_of(self, topic: str) -> list[int]:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = self.consumer.partitions_for_topic(topic)
-            if found:
-                return sorted(found)
-            time.sleep(0.5)
-        raise SourceUnavailable(f"topic {topic} has no partitions (does it exist?)")
+        Nothing is read before the views topic exists (which worker owns a user follows
+        from its partitions); a missing topic is looked for again every few seconds,
+        with all-topic metadata requests (these never auto-create a topic), sent in the
+        background so that a poll never waits on them.
+        """
+        assert self.worker is not None
+        index, count = self.worker
+        self._assigned_at = time.monotonic()
+        cluster = self.consumer._cluster  # kafka-python's metadata cache
+        found = {topic: sorted(cluster.partitions_for_topic(topic) or ()) for topic in self.topics}
+        missing = {topic for topic, partitions in found.items() if not partitions}
+        for topic in sorted(missing - self._missing):
+            log.warning("topic %s does not exist (yet): waiting for it", topic)
+        for topic in sorted(self._missing - missing):
+            log.info("topic %s exists now", topic)
+        self._missing = missing
+        cluster.need_all_topic_metadata = bool(missing)
+        if missing:
+            cluster.request_update()
+        views, *others = self.topics
+        if not found[views]:
+            return
+        self._views_partitions = found[views]
+        wanted = {TopicPartition(views, p) for p in found[views] if p % count == index}
+        wanted.update(TopicPartition(topic, p) for topic in others for p in found[topic])
+        if wanted == self.consumer.assignment():
+            return
+        self.consumer.assign(sorted(wanted))
+        self._seek_assigned()  # restored positions of partitions assigned only now
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in wanted))
 
     def owns(self, key: bytes) -> bool:
         """Whether the producers' partitioner (murmur2, as Kafka's Java client) sends
@@ -176,6 +196,12 @@ class KafkaEventSource:
         at the group's last commit, behind what it already read; those records are
         dropped and the partition moved past them, so none is applied twice."""
         self._probe()
+        if self.worker is not None:
+            if time.monotonic() - self._assigned_at > ASSIGNMENT_REFRESH_S:
+                self._refresh_assignment()
+            if not self.consumer.assignment():  # no views topic yet
+                time.sleep(timeout_s)
+                return []
         try:
             polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as error:
@@ -285,6 +311,9 @@ class KafkaEventSource:
         for key in offsets:  # asked for: read these again, whatever was handed out before
             self.delivered.pop(key, None)
             self.read_from.pop(key, None)
+        self._seek_assigned()
+
+    def _seek_assigned(self) -> None:
         for tp in self.consumer.assignment():
             offset = self.seek_offsets.pop((tp.topic, tp.partition), None)
             if offset is not None:
