@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,16 +59,12 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("user")
             sub.add_argument("-n", type=int, default=10, help="list length (default 10)")
         _add_flags(sub, settings)
-    evaluate = commands.add_parser(
+    commands.add_parser(
         "evaluate",
         help="online learner vs batch peers on MovieLens-100K and synthetic streams",
-        description="prequential and temporal evaluation against popularity, implicit "
-        "(ALS, BPR) and LightFM (WARP, BPR); needs the [bench] extra for the peers",
+        description="runs benchmarks/evaluate.py of a source checkout (its flags: "
+        "recstream evaluate --help); needs the [bench] extra for the peers",
     )
-    evaluate.add_argument("--out", default="benchmarks/results", help="JSON, table, plot")
-    evaluate.add_argument("--quick", action="store_true", help="one seed, short streams")
-    evaluate.add_argument("--seeds", type=int, default=None, help="default 3")
-    evaluate.add_argument("--workers", type=int, default=2, help="processes (1 thread each)")
     return parser
 
 
@@ -91,16 +89,28 @@ def load_settings(command: str, flags: dict[str, Any]) -> BaseSettings:
         raise SettingsError(f"invalid settings\n{error}") from error
 
 
+def _evaluate(args: list[str]) -> int:
+    """Offline evaluation is a tool of the source checkout, not part of the package."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "evaluate.py"
+    if not script.is_file():
+        print(
+            "recstream evaluate: runs benchmarks/evaluate.py from a source checkout of "
+            "recstream; it is not installed with the package",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent.parent))
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # every flag after it is the evaluation script's
+        return _evaluate(argv[1:])
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
-    if command == "evaluate":
-        from consumers.evaluation.run import run_evaluation
-
-        run_evaluation(
-            args["out"], quick=args["quick"], seeds=args["seeds"], workers=args["workers"]
-        )
-        return 0
     user, n = args.pop("user", None), args.pop("n", None)
     try:
         settings = load_settings(command, args)
