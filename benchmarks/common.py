@@ -6,23 +6,35 @@ import json
 import os
 import platform
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+LIBRARIES = ("torch", "numpy", "scipy", "implicit", "rectools-lightfm", "lightfm", "matplotlib")
 
 
 def pin_threads(threads: int = 1) -> None:
     """One BLAS/OpenMP/torch thread (unless told otherwise), set before the math starts."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
 
 
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict[str, Any]:
-    """CPU model, cores, memory, load, and which BLAS kernels run (threadpoolctl)."""
+    """CPU model, cores, memory, load, threads, library versions and which BLAS kernels
+    run (threadpoolctl)."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -43,8 +55,11 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory / 2**30, 1),
         "load_average_at_start": list(os.getloadavg()),
+        "platform": platform.platform(),
         "python": platform.python_version(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "env": {name: os.environ.get(name) for name in THREAD_VARIABLES + OPENBLAS_VARIABLES},
+        "versions": {name: v for name in LIBRARIES if (v := _version(name)) is not None},
     }
     try:
         import torch

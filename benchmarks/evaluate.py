@@ -18,7 +18,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from consumers.evaluation.run import run_evaluation  # noqa: E402
+from benchmarks.evaluation.suite import run_evaluation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

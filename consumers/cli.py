@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
 
@@ -103,25 +105,11 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("user", help="the user id, as producers sent it")
             sub.add_argument("-n", type=int, default=10, help="items to print (default 10)")
         _add_flags(sub, settings)
-    evaluate = commands.add_parser(
+    commands.add_parser(
         "evaluate",
         help="online learner vs batch peers on MovieLens-100K and synthetic streams",
-        description="prequential and temporal evaluation against popularity, implicit "
-        "(ALS, BPR) and LightFM (WARP, BPR); needs the [bench] extra for the peers",
-    )
-    evaluate.add_argument(
-        "--out",
-        default="benchmarks/results",
-        help="folder for the JSON results, the table and the plot (default benchmarks/results)",
-    )
-    evaluate.add_argument(
-        "--quick", action="store_true", help="a quick check: one seed, short streams"
-    )
-    evaluate.add_argument(
-        "--seeds", type=int, default=None, help="runs with different seeds (default 3)"
-    )
-    evaluate.add_argument(
-        "--workers", type=int, default=2, help="processes, one thread each (default 2)"
+        description="runs benchmarks/evaluate.py of a source checkout (its flags: "
+        "recstream evaluate --help); needs the [bench] extra for the peers",
     )
     return parser
 
@@ -191,16 +179,28 @@ def _errors(settings: type[BaseSettings], error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _evaluate(args: list[str]) -> int:
+    """Offline evaluation is a tool of the source checkout, not part of the package."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "evaluate.py"
+    if not script.is_file():
+        print(
+            "recstream evaluate: runs benchmarks/evaluate.py from a source checkout of "
+            "recstream; it is not installed with the package",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent.parent))
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # every flag after it is the evaluation script's
+        return _evaluate(argv[1:])
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
-    if command == "evaluate":
-        from consumers.evaluation.run import run_evaluation
-
-        run_evaluation(
-            args["out"], quick=args["quick"], seeds=args["seeds"], workers=args["workers"]
-        )
-        return 0
     user, n = args.pop("user", None), args.pop("n", None)
     try:
         settings = load_settings(command, args)

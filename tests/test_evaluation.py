@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from consumers.evaluation.drift import recovery, trailing_mean
-from consumers.evaluation.metrics import (
+from benchmarks.evaluation.drift import recovery, trailing_mean
+from benchmarks.evaluation.ranking import (
     catalog_coverage,
     expected_hit_ndcg,
     hit_at_k,
@@ -17,18 +17,18 @@ from consumers.evaluation.metrics import (
     recall_at_k,
     top_k,
 )
-from consumers.evaluation.prequential import common_events, run_prequential
-from consumers.evaluation.splits import (
+from benchmarks.evaluation.prequential import common_events, run_prequential
+from benchmarks.evaluation.splits import (
     by_time,
     chunk_bounds,
     chunk_start,
     split_point,
     steps_within,
 )
-from consumers.evaluation.stats import mean_se, paired_comparison, sign_test_p
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.popularity import PopularityPeer
-from consumers.evaluation.temporal import evaluate_temporal, temporal_truth
+from benchmarks.evaluation.stats import mean_se, paired_comparison, sign_test_p
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.popularity import PopularityPeer
+from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth
 from streamer.events import ViewEvent
 
 
@@ -249,7 +249,7 @@ def test_trailing_mean_and_recovery() -> None:
 
 
 def test_online_learner_adapter_scores_known_rows() -> None:
-    from consumers.evaluation.systems.online import OnlineLearnerSystem
+    from benchmarks.evaluation.systems.online import OnlineLearnerSystem
     from consumers.model.config import ModelConfig
 
     stream = stream_of(PAIRS)
@@ -263,7 +263,7 @@ def test_online_learner_adapter_scores_known_rows() -> None:
 @pytest.mark.parametrize("kind", ["implicit-als", "implicit-bpr", "lightfm-warp"])
 def test_peer_adapters(kind: str) -> None:
     pytest.importorskip(kind.split("-")[0])
-    from consumers.evaluation.jobs import SystemSpec, build_system
+    from benchmarks.evaluation.jobs import SystemSpec, build_system
 
     params = {
         "implicit-als": {"iterations": 2},

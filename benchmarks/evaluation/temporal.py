@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.metrics import (
+from benchmarks.evaluation.ranking import (
     catalog_coverage,
     hit_at_k,
     ndcg_at_k,
     recall_at_k,
     top_k,
 )
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import System
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import System
 
 FloatArray = NDArray[np.float64]
 

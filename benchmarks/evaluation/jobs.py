@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from consumers.evaluation.prequential import PrequentialTrace, run_prequential
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import System
-from consumers.evaluation.temporal import TemporalResult, evaluate_temporal, temporal_truth
+from benchmarks.evaluation.prequential import PrequentialTrace, run_prequential
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import System
+from benchmarks.evaluation.temporal import TemporalResult, evaluate_temporal, temporal_truth
 
 OURS = "recstream"
 MODEL_KEYS = (
@@ -46,7 +46,7 @@ class StreamSpec:
 
 @functools.cache
 def load_stream(spec: StreamSpec) -> EncodedStream:
-    from consumers.evaluation.data import movielens_100k, planted_synthetic
+    from benchmarks.evaluation.data import movielens_100k, planted_synthetic
 
     if spec.name == "ml-100k":
         return EncodedStream.encode(movielens_100k())
@@ -74,23 +74,23 @@ class SystemSpec:
 def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
     params = dict(spec.params)
     if spec.kind == OURS:
-        from consumers.evaluation.systems.online import OnlineLearnerSystem
+        from benchmarks.evaluation.systems.online import OnlineLearnerSystem
         from consumers.model.config import ModelConfig
 
         model = {key: params.pop(key) for key in MODEL_KEYS if key in params}
         config = ModelConfig(seed=spec.seed, **model)
         return OnlineLearnerSystem(config, name=spec.label, **params)
     if spec.kind in ("popularity", "popularity-online"):
-        from consumers.evaluation.systems.popularity import PopularityPeer
+        from benchmarks.evaluation.systems.popularity import PopularityPeer
 
         return PopularityPeer(spec.label, params.get("step", chunk))
     if spec.kind in ("implicit-als", "implicit-bpr"):
-        from consumers.evaluation.systems.implicit_mf import ImplicitRetrainSystem
+        from benchmarks.evaluation.systems.implicit_mf import ImplicitRetrainSystem
 
         kind = spec.kind.split("-")[1]
         return ImplicitRetrainSystem(kind, params, spec.seed, factors, chunk, spec.label)
     if spec.kind in ("lightfm-warp", "lightfm-bpr"):
-        from consumers.evaluation.systems.lightfm_mf import LightFMPartialSystem
+        from benchmarks.evaluation.systems.lightfm_mf import LightFMPartialSystem
 
         loss = spec.kind.split("-")[1]
         epochs, chunk_epochs = params.pop("epochs"), params.pop("chunk_epochs")

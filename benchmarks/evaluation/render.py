@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from consumers.evaluation.jobs import OURS
+from benchmarks.evaluation.jobs import OURS
 
 BASELINE = "popularity"
 

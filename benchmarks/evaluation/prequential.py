@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.metrics import expected_hit_ndcg, rank_counts
-from consumers.evaluation.splits import chunk_bounds, chunk_start, steps_within
-from consumers.evaluation.stream import BoolArray, EncodedStream
-from consumers.evaluation.systems.base import System
+from benchmarks.evaluation.ranking import expected_hit_ndcg, rank_counts
+from benchmarks.evaluation.splits import chunk_bounds, chunk_start, steps_within
+from benchmarks.evaluation.stream import BoolArray, EncodedStream
+from benchmarks.evaluation.systems.base import System
 
 FloatArray = NDArray[np.float64]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -20,8 +21,8 @@ from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
-from consumers.evaluation import machine
-from consumers.evaluation.jobs import (
+from benchmarks.common import machine, pin_threads
+from benchmarks.evaluation.jobs import (
     OURS,
     EvalJob,
     EvalResult,
@@ -30,9 +31,9 @@ from consumers.evaluation.jobs import (
     load_stream,
     run_eval_job,
 )
-from consumers.evaluation.plan import Plan
-from consumers.evaluation.splits import split_point
-from consumers.evaluation.summary import (
+from benchmarks.evaluation.plan import Plan
+from benchmarks.evaluation.splits import split_point
+from benchmarks.evaluation.summary import (
     by_label,
     curves,
     drift_table,
@@ -40,7 +41,7 @@ from consumers.evaluation.summary import (
     prequential_table,
     temporal_table,
 )
-from consumers.evaluation.tuning import TuneJob, TuneResult, run_tune_job
+from benchmarks.evaluation.tuning import TuneJob, TuneResult, run_tune_job
 
 ML100K = StreamSpec("ml-100k")
 LIBRARY_OF = {
@@ -178,15 +179,12 @@ def run_evaluation(
     overrides the number of seeds. Returns the report written to the JSON file.
     """
     log = log if log is not None else sys.stderr
-    machine.pin_threads()  # inherited by the worker processes
-    import torch
-
-    torch.set_num_threads(1)
+    pin_threads()  # the variables are inherited by the worker processes
     plan = Plan.quick() if quick else Plan()
     if seeds is not None:
         plan = plan.with_seeds(seeds)
     began = time.perf_counter()
-    host = machine.describe()
+    host = machine()
     stream = load_stream(ML100K)
     n = len(stream)
     test_start = split_point(n, 1.0 - plan.test_fraction)
@@ -255,7 +253,7 @@ def run_evaluation(
         },
     )
     report["seconds"] = round(time.perf_counter() - began, 1)
-    report["machine"]["load_average_at_end"] = machine.load_average()
+    report["machine"]["load_average_at_end"] = list(os.getloadavg())
     _write(report, Path(out_dir))
     print(
         f"wrote {out_dir}/evaluation.json, evaluation.md, hr_over_stream.png "
@@ -319,7 +317,7 @@ def _report(
 
 
 def _write(report: dict[str, Any], out_dir: Path) -> None:
-    from consumers.evaluation.report import markdown, plot
+    from benchmarks.evaluation.render import markdown, plot
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import Scores
-from consumers.evaluation.systems.matrix import interactions
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import Scores
+from benchmarks.evaluation.systems.matrix import interactions
 
 
 def _factory(kind: str) -> Callable[..., Any]:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import Scores
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import Scores
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
 from consumers.sinks.memory import MemoryStore

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.drift import recovery, trailing_mean
-from consumers.evaluation.jobs import OURS, EvalResult
-from consumers.evaluation.stats import mean_se, paired_comparison, seed_spread
-from consumers.evaluation.stream import EncodedStream
+from benchmarks.evaluation.drift import recovery, trailing_mean
+from benchmarks.evaluation.jobs import OURS, EvalResult
+from benchmarks.evaluation.stats import mean_se, paired_comparison, seed_spread
+from benchmarks.evaluation.stream import EncodedStream
 
 FloatArray = NDArray[np.float64]
 CURVE_POINTS = 200

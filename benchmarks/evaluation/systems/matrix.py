@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
-from consumers.evaluation.stream import EncodedStream
+from benchmarks.evaluation.stream import EncodedStream
 
 
 def interactions(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import Scores
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import Scores
 
 
 class PopularityPeer:

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from consumers.evaluation.stream import EncodedStream
+from benchmarks.evaluation.stream import EncodedStream
 
 Scores = NDArray[np.floating]
 

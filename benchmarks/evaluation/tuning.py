@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from consumers.evaluation.jobs import StreamSpec, SystemSpec, build_system, load_stream
-from consumers.evaluation.prequential import PrequentialTrace, run_prequential
-from consumers.evaluation.stream import EncodedStream
-from consumers.evaluation.systems.base import System
+from benchmarks.evaluation.jobs import StreamSpec, SystemSpec, build_system, load_stream
+from benchmarks.evaluation.prequential import PrequentialTrace, run_prequential
+from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.systems.base import System
 
 
 @dataclass(frozen=True)

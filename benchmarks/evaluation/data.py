@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from consumers.evaluation.splits import by_time
+from benchmarks.evaluation.splits import by_time
 from streamer.events import ViewEvent
 from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 
