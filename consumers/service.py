@@ -106,7 +106,7 @@ class LocalCheckpoints:
 
 
 @dataclass
-class LearnerService:
+class ConsumeService:
     """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
 
     A batch is `batch_size` records, or fewer once `max_wait_s` has passed since

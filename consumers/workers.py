@@ -199,11 +199,11 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
 
 
 def _worker_main(settings: ConsumeSettings, worker: Worker) -> None:
-    from consumers.run import run_learner
+    from consumers.consume import run_process
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor says when to stop
         signal.signal(signum, signal.SIG_IGN)
-    run_learner(settings, worker.stop_flag(), worker)
+    run_process(settings, worker.stop_flag(), worker)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -16,10 +16,10 @@ from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.model.history import History
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.service import CheckpointPolicy, ConsumeService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC, ViewEvent
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 
 
 def test_write_then_read_round_trips_and_keeps_the_newest(tmp_path: Path) -> None:
@@ -54,8 +54,8 @@ def test_a_manifest_of_another_format_is_refused(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) is None
 
 
-def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> LearnerService:
-    return LearnerService(
+def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> ConsumeService:
+    return ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC, USERS_TOPIC], group),
         OnlineRecommender(ModelConfig(dim=16, seed=3), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
@@ -66,7 +66,7 @@ def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> Lear
     )
 
 
-def drain(service: LearnerService) -> None:
+def drain(service: ConsumeService) -> None:
     while service.step():
         pass
 

@@ -35,6 +35,7 @@ from consumers.checkpoint import Checkpoint, latest_checkpoint
 from consumers.host_checkpoint import SHARED_PART, worker_state
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
+from streamer.datasets.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from streamer.events import (
     INVALID_REASONS,
     MAX_ID_BYTES,
@@ -48,7 +49,6 @@ from streamer.events import (
     encode_view,
 )
 from streamer.producer import ViewProducer
-from streamer.sources.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from tests.conftest import RedisTarget
 from tests.learners import ROOT, Learner, free_ports, meta_events, wait_for
 

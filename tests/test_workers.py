@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 from consumers.checkpoint import latest_checkpoint
 from consumers.model.packing import section, unpack_ids
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import ViewEvent
 from streamer.producer import ViewProducer
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 from tests.conftest import RedisTarget
 from tests.learners import Learner, free_ports, meta_events, wait_for
 from tests.test_durability import (
@@ -144,14 +144,14 @@ def unbroken_share(events: list[ViewEvent], config: SyntheticConfig, directory: 
     from consumers.metrics import LearnerMetrics
     from consumers.model.config import ModelConfig
     from consumers.pipeline import OnlineRecommender
-    from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+    from consumers.service import CheckpointPolicy, ConsumeService, LocalCheckpoints
     from consumers.sinks.memory import MemoryStore
     from streamer.events import VIEWS_TOPIC
 
     log = MemoryEventLog(partitions=4)
     for event in events:
         log.send(event, VIEWS_TOPIC)
-    service = LearnerService(
+    service = ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC], "unbroken"),
         OnlineRecommender(ModelConfig(dim=16, seed=7), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),

@@ -27,7 +27,7 @@ from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.service import CheckpointPolicy, ConsumeService, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import Publication, decode_vector
 from streamer.events import (
@@ -69,8 +69,8 @@ class DeadLetterOutage(MemoryEventSource):
 
 def service(
     source: MemoryEventSource, directory: Path | None, batch_size: int = 100
-) -> LearnerService:
-    return LearnerService(
+) -> ConsumeService:
+    return ConsumeService(
         source,
         OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
@@ -91,7 +91,7 @@ def stream_with_one_bad_record(log: MemoryEventLog) -> int:
     return 150
 
 
-def drain(learner: LearnerService) -> None:
+def drain(learner: ConsumeService) -> None:
     while learner.step():
         pass
 
@@ -384,15 +384,15 @@ def applied(directory: Path) -> int:
     return sum(int(n) for _, _, n in checkpoint.manifest["applied"])
 
 
-def step_until_polled(learner: LearnerService, records: int) -> None:
+def step_until_polled(learner: ConsumeService, records: int) -> None:
     deadline = time.monotonic() + 60
     while records > 0:
         assert time.monotonic() < deadline, f"{records} records left unpolled after 60 s"
         records -= learner.step()
 
 
-def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> LearnerService:
-    return LearnerService(
+def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> ConsumeService:
+    return ConsumeService(
         KafkaEventSource(bootstrap, topic, f"{topic}.learners"),
         OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),

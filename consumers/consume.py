@@ -19,7 +19,7 @@ from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
 from consumers.preflight import check_consume
-from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
+from consumers.service import CheckpointPolicy, Checkpoints, ConsumeService, LocalCheckpoints
 from consumers.settings import ConsumeSettings
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.lease import OwnerConflict, OwnerLease
@@ -73,7 +73,7 @@ def _run(settings: ConsumeSettings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    run_learner(settings, stop)
+    run_process(settings, stop)
     return 0
 
 
@@ -87,7 +87,7 @@ def _store(settings: ConsumeSettings) -> RedisStore:
     )
 
 
-def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
+def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
     """Consume until `stop` is set, then learn what is held, publish, checkpoint, commit."""
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     name = "recstream.consume" if worker is None else f"recstream.worker-{worker.index}"
@@ -134,7 +134,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     )
     if worker is not None:
         worker.mapped()
-    service = LearnerService(
+    service = ConsumeService(
         source,
         recommender,
         metrics,
