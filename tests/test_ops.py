@@ -26,11 +26,12 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, ConsumeService, LocalCheckpoints
+from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from streamer.events import INVALID_REASONS, VIEWS_TOPIC
 from tests.conftest import allocate_redis_db
