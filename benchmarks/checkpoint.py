@@ -35,9 +35,10 @@ import torch
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from benchmarks.common import machine, pin_threads
+from consumers.durability.manifest import WorkerManifest
+from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LocalCheckpoints
 from consumers.sinks.memory import MemoryStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
@@ -116,9 +117,9 @@ def main() -> None:
     try:
         for _ in range(args.repeats):
             raw_write_s, raw_read_s, raw_bytes = raw_baseline(recommender, root)
-            (tensors, manifest), state_s = timed(recommender.state)
-            manifest["positions"] = [["recstream.views", 0, args.users * args.history]]
-            manifest["applied"] = [["recstream.views", 0, args.users * args.history]]
+            (tensors, entries), state_s = timed(recommender.state)
+            offsets = [["recstream.views", 0, args.users * args.history]]
+            manifest = WorkerManifest.from_json(dict(entries, positions=offsets, applied=offsets))
             _, write_s = timed(
                 partial(checkpoints.write, lambda t=tensors, m=manifest: (t, m), True)
             )
@@ -126,7 +127,9 @@ def main() -> None:
             state, read_s = timed(checkpoints.read)
             assert state is not None
             restored = OnlineRecommender(recommender.config, MemoryStore(), "mf-bpr")
-            _, restore_s = timed(partial(restored.load_state, state.tensors, state.manifest))
+            _, restore_s = timed(
+                partial(restored.load_state, state.tensors, state.manifest.to_json())
+            )
             assert torch.equal(
                 restored.model.user_table.weight, recommender.model.user_table.weight
             )

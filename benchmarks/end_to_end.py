@@ -4,7 +4,7 @@ ceiling); then freshness (event time to Redis write) p50/p99 with 2 workers whil
 producer sends at 50% and 90% of the sustained 2-worker rate.
 
 Everything runs on this machine: broker, Redis, producer and learners share its cores,
-as they would on one host. Events: the synthetic stream (streamer/sources/synthetic.py)
+as they would on one host. Events: the synthetic stream (streamer/datasets/synthetic.py)
 with 50k users and 20k items, 4 partitions. Sustained rate: events learned (Redis
 `meta.events`) between 5% and 95% of the topic, so start-up and the tail are left out.
 Freshness: every 25th event is the only event of a probe user, stamped with its send
@@ -52,11 +52,11 @@ LEARNER = {"tree": str(ROOT), "python": sys.executable}
 
 
 def payloads(n: int) -> list[tuple[bytes, bytes]]:
+    from streamer.datasets import open_dataset
     from streamer.events import encode_key, encode_view
-    from streamer.sources import open_source
 
     world = {"n_users": USERS, "n_items": ITEMS, "events": n}
-    return [(encode_key(e.user), encode_view(e)) for e in open_source("synthetic", **world)]
+    return [(encode_key(e.user), encode_view(e)) for e in open_dataset("synthetic", **world)]
 
 
 def create_topic(bootstrap: str, name: str) -> None:

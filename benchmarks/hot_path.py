@@ -35,14 +35,14 @@ def load(tree: Path) -> dict[str, Any]:
             "pipeline": importlib.import_module("consumers.pipeline"),
             "config": importlib.import_module("consumers.model.config"),
             "memory": importlib.import_module("consumers.sinks.memory"),
-            "sources": importlib.import_module("streamer.sources"),
+            "datasets": importlib.import_module("streamer.datasets"),
         }
     finally:
         sys.path.remove(str(tree))
 
 
 def run(modules: dict[str, Any], profile: bool, world: dict[str, int]) -> dict[str, float]:
-    stream = modules["sources"].open_source("synthetic", **world)
+    stream = modules["datasets"].open_dataset("synthetic", **world)
     events = list(itertools.islice(stream, EVENTS))
     recommender = modules["pipeline"].OnlineRecommender(
         modules["config"].ModelConfig(), modules["memory"].MemoryStore()

@@ -212,11 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo(settings, sys.stdout)
     elif isinstance(settings, ConsumeSettings):
-        from consumers.run import run_consume
+        from consumers.consume import run_consume
 
         return run_consume(settings)
     elif isinstance(settings, ProduceSettings):
-        from streamer.run import run_produce
+        from streamer.produce import run_produce
 
         run_produce(settings)
     elif isinstance(settings, RecommendSettings):

@@ -13,12 +13,12 @@ from tqdm import tqdm
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
-from consumers.service import LearnerService
+from consumers.service import ConsumeService
 from consumers.settings import DemoSettings
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import decode_ranked
+from streamer.datasets import open_dataset
 from streamer.events import VIEWS_TOPIC
-from streamer.sources import open_source
 
 PRODUCE_CHUNK = 2000
 
@@ -34,14 +34,14 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
         settings.model_name,
         **settings.publishing(),
     )
-    service = LearnerService(
+    service = ConsumeService(
         MemoryEventSource(log, VIEWS_TOPIC, "demo"),
         recommender,
         LearnerMetrics(CollectorRegistry()),
         batch_size=settings.batch_size,
         max_wait_s=0.0,
     )
-    events = itertools.islice(open_source(settings.source), settings.events)
+    events = itertools.islice(open_dataset(settings.source), settings.events)
     started = time.perf_counter()
     series: list[dict[str, float]] = []
     with tqdm(total=settings.events, unit="ev", file=out, mininterval=0.5) as bar:

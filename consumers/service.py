@@ -13,21 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
 
 from torch import Tensor
 
-from consumers.checkpoint import latest_checkpoint, staging_dir
+from consumers.durability.manifest import Offsets, WorkerManifest
+from consumers.durability.policy import Checkpoints
 from consumers.health import Health
-from consumers.host_checkpoint import seal_host, stage_worker, worker_state
 from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender, PublishResult
-from streamer.events import VIEWS_TOPIC, InvalidRecord, ViewEvent, decode_view
+from streamer.events import InvalidRecord, ViewEvent, decode_view
 
 LOSS_SMOOTHING = 0.05
 MAX_POLL_WAIT_S = 0.5
@@ -35,78 +32,8 @@ MAX_POLL_WAIT_S = 0.5
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointPolicy:
-    """Where and how often to checkpoint; `None` disables that trigger."""
-
-    directory: Path
-    every_events: int | None = 100_000
-    every_seconds: float | None = 60.0
-    keep: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """A checkpoint's state for this process; `shared` if it includes the tables."""
-
-    tensors: dict[str, Tensor]
-    manifest: dict[str, Any]
-    shared: bool = True
-
-
-Snapshot = Callable[[], tuple[dict[str, Tensor], dict[str, Any]]]
-
-
-class Checkpoints(Protocol):
-    """How a learner process persists its state: alone, or with a host's other workers."""
-
-    policy: CheckpointPolicy
-
-    def due(self, wanted: bool) -> bool:
-        """Whether to checkpoint now, given whether this process wants to."""
-
-    def write(self, snapshot: Snapshot, ready: bool) -> bool:
-        """Persist `snapshot()` (when `ready`: outputs flushed); False if it did not happen.
-
-        The snapshot is taken inside, once every process that shares state has paused.
-        """
-
-    def read(self) -> Restored | None: ...
-
-    def finish(self, checkpoint: Callable[[], bool]) -> None:
-        """The last checkpoint(s) before this process stops."""
-
-
-@dataclass(frozen=True, slots=True)
-class LocalCheckpoints:
-    """One process, one checkpoint directory, in the format of a host of one worker."""
-
-    policy: CheckpointPolicy
-    views_topic: str = VIEWS_TOPIC
-
-    def due(self, wanted: bool) -> bool:
-        return wanted
-
-    def write(self, snapshot: Snapshot, ready: bool) -> bool:
-        if ready:
-            directory = self.policy.directory
-            temp = staging_dir(directory, uuid.uuid4().hex)  # this write's own
-            stage_worker(temp, 0, *snapshot())
-            seal_host(directory, temp, 1, self.views_topic, self.policy.keep)
-        return ready
-
-    def read(self) -> Restored | None:
-        checkpoint = latest_checkpoint(self.policy.directory)
-        if checkpoint is None:
-            return None
-        return Restored(*worker_state(checkpoint, 0, 1))
-
-    def finish(self, checkpoint: Callable[[], bool]) -> None:
-        checkpoint()
-
-
 @dataclass
-class LearnerService:
+class ConsumeService:
     """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
 
     A batch is `batch_size` records, or fewer once `max_wait_s` has passed since
@@ -145,9 +72,10 @@ class LearnerService:
         restored = self.checkpoints.read()
         if restored is None:
             return False
-        self.recommender.load_state(restored.tensors, restored.manifest, restored.shared)
-        self.positions = _partition_map(restored.manifest["positions"])
-        self.applied = _partition_map(restored.manifest["applied"])
+        manifest = restored.manifest
+        self.recommender.load_state(restored.tensors, manifest.to_json(), restored.shared)
+        self.positions = _partition_map(manifest.positions)
+        self.applied = _partition_map(manifest.applied)
         self.source.seek(self.positions)
         log.info("restored a checkpoint at %s", sorted(self.positions.items()))
         return True
@@ -215,11 +143,11 @@ class LearnerService:
         self._commit()
         return True
 
-    def _snapshot(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        tensors, manifest = self.recommender.state()
-        manifest["positions"] = _partition_list(self.positions)
-        manifest["applied"] = _partition_list(self.applied)
-        return tensors, manifest
+    def _snapshot(self) -> tuple[dict[str, Tensor], WorkerManifest]:
+        tensors, entries = self.recommender.state()
+        entries.update(positions=_partition_list(self.positions))
+        entries.update(applied=_partition_list(self.applied))
+        return tensors, WorkerManifest.from_json(entries)
 
     def _checkpoint_due(self) -> bool:
         if self.checkpoints is None:
@@ -372,5 +300,5 @@ def _partition_list(offsets: dict[TopicPartition, int]) -> list[list[str | int]]
     return [[topic, partition, offset] for (topic, partition), offset in sorted(offsets.items())]
 
 
-def _partition_map(rows: list[list[str | int]]) -> dict[TopicPartition, int]:
-    return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
+def _partition_map(rows: Offsets) -> dict[TopicPartition, int]:
+    return {(topic, partition): offset for topic, partition, offset in rows}

@@ -63,7 +63,7 @@ def default_checkpoint_dir(state_dir: str | None, group: str, prefix: str) -> Pa
     return state_home(state_dir) / f"{quote(group, safe='')}@{quote(prefix, safe='')}"
 
 
-class LearnerSettings(BaseSettings):
+class TrainingSettings(BaseSettings):
     """What every process that learns shares: the model and its micro-batches."""
 
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
@@ -150,7 +150,7 @@ class LearnerSettings(BaseSettings):
         return f"mf-{self.loss}"
 
 
-class ConsumeSettings(LearnerSettings):
+class ConsumeSettings(TrainingSettings):
     bootstrap: str = Field("127.0.0.1:9092", description=BOOTSTRAP)
     kafka_options: JsonObject = Field(default_factory=dict, description=KAFKA_OPTIONS)
     kafka_password: SecretStr | None = Field(None, description=KAFKA_PASSWORD)
@@ -238,7 +238,7 @@ class ConsumeSettings(LearnerSettings):
         return data
 
 
-class DemoSettings(LearnerSettings):
+class DemoSettings(TrainingSettings):
     source: str = Field("synthetic", description=SOURCE)
     events: int | None = Field(
         None, ge=1, description="stop after this many events (unset: the whole source)"

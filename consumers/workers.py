@@ -6,13 +6,10 @@ and starts N workers. Worker i reads the views partitions p with p % N == i, so
 each user's history and served list stay in one process, and learns with
 Hogwild updates on the shared rows, one torch thread each.
 
-A checkpoint is a rendezvous: a worker that wants one raises the host's epoch;
-every worker, at its next batch boundary, meets the others at a barrier, so the
-shared tables stand still while worker 0 writes them and each worker writes its
-own part (histories, offsets); worker 0 seals the lot atomically, and then each
-worker commits its offsets. A worker that dies breaks the barrier: the
-supervisor stops the rest and exits non-zero, and the next start restores the
-last checkpoint (every event since is replayed once).
+A checkpoint is a rendezvous of every worker (consumers/durability/rendezvous.py).
+A worker that dies breaks its barrier: the supervisor stops the rest and exits
+non-zero, and the next start restores the last checkpoint (every event since is
+replayed once). The supervisor knows its workers only by the entry point it is given.
 """
 
 from __future__ import annotations
@@ -24,58 +21,25 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
-from multiprocessing.synchronize import Barrier, Event
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from consumers.checkpoint import latest_checkpoint, staging_dir
-from consumers.host_checkpoint import SHARED_PART, host_parts, seal_host, stage_worker, worker_state
+from consumers.durability.host import latest_checkpoint
+from consumers.durability.rendezvous import HostSync
 from consumers.model.packing import section
 from consumers.model.popularity import Popularity
-from consumers.model.shared import Lock, open_array
+from consumers.model.shared import open_array
 from consumers.model.storage import SharedLayout, Storage, shared_storage
-from consumers.service import CheckpointPolicy, Restored, Snapshot
 from consumers.settings import ConsumeSettings
 
-BARRIER_TIMEOUT_S = 120.0
 SHARED_PREFIX = "recstream-"
 SPAWN = multiprocessing.get_context("spawn")
 
 log = logging.getLogger("recstream.workers")
-
-
-@dataclass(frozen=True)
-class HostSync:
-    """What a host's workers share besides memory: a lock, a barrier, the checkpoint epoch."""
-
-    lock: Lock
-    barrier: Barrier
-    epoch: Synchronized  # type: ignore[type-arg]
-    ready: Any  # one flag per worker: its outputs are flushed for this epoch
-    stopping: Event
-    mapped: Any  # one flag per worker: it has mapped every shared file
-
-    @classmethod
-    def create(cls, workers: int) -> HostSync:
-        return cls(
-            SPAWN.Lock(),
-            SPAWN.Barrier(workers, timeout=BARRIER_TIMEOUT_S),
-            SPAWN.Value("q", 0),
-            SPAWN.Array("b", workers),
-            SPAWN.Event(),
-            SPAWN.Array("b", workers),
-        )
-
-    def stop(self) -> None:
-        """Ask every worker for one last checkpoint together, then to exit."""
-        with self.lock:  # atomic with `WorkerCheckpoints.due`: no epoch is raised after it
-            self.epoch.value += 1  # beyond what any worker has written
-            self.stopping.set()
 
 
 @dataclass(frozen=True)
@@ -109,6 +73,15 @@ class Worker:
     def stop_flag(self) -> HostStop:
         return HostStop(self.sync, self.parent)
 
+    @property
+    def orphaned(self) -> bool:
+        return self.stop_flag().orphaned
+
+    @property
+    def run(self) -> str:
+        """Unique to this run of the host: the name of its shared directory."""
+        return self.layout.directory.name
+
     def storage(self, config: Any, generator: torch.Generator) -> Storage:
         return shared_storage(self.layout, config, generator, self.sync.lock)
 
@@ -126,55 +99,6 @@ class Worker:
         self.sync.mapped[self.index] = True
 
 
-@dataclass
-class WorkerCheckpoints:
-    """`Checkpoints` for one of a host's workers: all of them write, together."""
-
-    policy: CheckpointPolicy
-    worker: Worker
-    views_topic: str
-    _done: int = field(default=0, init=False)
-
-    def due(self, wanted: bool) -> bool:
-        """Raise the host's epoch when wanted (never once stopping: a worker that has
-        finished would not come); whether an epoch waits for this worker."""
-        if self.worker.stop_flag().orphaned:
-            return False  # the supervisor is gone: no checkpoint may be trusted now
-        sync = self.worker.sync
-        with sync.lock:
-            if wanted and not sync.stopping.is_set() and sync.epoch.value <= self._done:
-                sync.epoch.value = self._done + 1
-            return bool(sync.epoch.value > self._done)
-
-    def write(self, snapshot: Snapshot, ready: bool) -> bool:
-        worker, sync = self.worker, self.worker.sync
-        sync.ready[worker.index] = ready
-        sync.barrier.wait()  # every worker is at a batch boundary: the tables stand still
-        self._done += 1
-        everyone_ready = all(sync.ready[: worker.count])
-        directory = self.policy.directory
-        # This run's own (a crashed run's parts are never sealed into this one's)
-        temp = staging_dir(directory, f"{worker.layout.directory.name}-epoch-{self._done}")
-        if everyone_ready:
-            stage_worker(temp, worker.index, *snapshot())
-        sync.barrier.wait()  # every part is staged
-        if everyone_ready and worker.index == 0:
-            seal_host(directory, temp, worker.count, self.views_topic, self.policy.keep)
-        sync.barrier.wait()  # sealed: offsets may be committed
-        return everyone_ready
-
-    def read(self) -> Restored | None:
-        checkpoint = latest_checkpoint(self.policy.directory)
-        if checkpoint is None:
-            return None
-        return Restored(*worker_state(checkpoint, self.worker.index, self.worker.count), False)
-
-    def finish(self, checkpoint: Callable[[], bool]) -> None:
-        """Write with the others until the final epoch the supervisor set is done."""
-        while self.due(False):
-            checkpoint()
-
-
 def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     """Fill the host's shared state from the newest checkpoint; False if there is none."""
     if settings.checkpoint_dir is None:
@@ -182,7 +106,7 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     checkpoint = latest_checkpoint(Path(settings.checkpoint_dir))
     if checkpoint is None:
         return False
-    shared = host_parts(checkpoint)[0][SHARED_PART]
+    shared = checkpoint.shared
     config = settings.model()
     storage = worker.storage(config, torch.Generator())
     storage.users.load_state(section(shared, "user_ids."))
@@ -193,17 +117,19 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     counts = shared["popularity_counts"][: len(storage.items)]
     worker.popularity().load_state({**shared, "popularity_counts": counts})
     totals = worker.totals()
-    totals[:] = [checkpoint.manifest["events"], checkpoint.manifest["version"]]
+    totals[:] = [checkpoint.manifest.events, checkpoint.manifest.version]
     log.info("restored the host's shared state from %s", checkpoint.path.name)
     return True
 
 
-def _worker_main(settings: ConsumeSettings, worker: Worker) -> None:
-    from consumers.run import run_learner
+WorkerEntry = Callable[[ConsumeSettings, Worker], None]
+"""What each spawned worker process runs: a module-level function (spawn pickles it)."""
 
+
+def _worker_main(entry: WorkerEntry, settings: ConsumeSettings, worker: Worker) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor says when to stop
         signal.signal(signum, signal.SIG_IGN)
-    run_learner(settings, worker.stop_flag(), worker)
+    entry(settings, worker)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -226,8 +152,8 @@ def sweep_leftovers(base: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def run_workers(settings: ConsumeSettings) -> int:
-    """Supervise `settings.workers` learner processes; returns the exit status.
+def run_workers(settings: ConsumeSettings, entry: WorkerEntry) -> int:
+    """Supervise `settings.workers` processes, each running `entry`; returns the exit status.
 
     The shared files are unlinked as soon as every worker has mapped them, so nothing is
     left in /dev/shm however the host ends (the kernel frees them with the last mapping);
@@ -250,7 +176,7 @@ def run_workers(settings: ConsumeSettings) -> int:
         processes = [
             SPAWN.Process(
                 target=_worker_main,
-                args=(settings, Worker(index, count, layout, sync, os.getpid())),
+                args=(entry, settings, Worker(index, count, layout, sync, os.getpid())),
                 name=f"recstream-worker-{index}",
             )
             for index in range(count)

@@ -1,1 +1,1 @@
-"""Producer side of recstream: the event contract, a producer client, and event sources."""
+"""Producer side of recstream: the event contract, a producer client, datasets as streams."""

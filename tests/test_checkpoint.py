@@ -1,61 +1,158 @@
-"""Checkpoints: atomic, verified, the previous one used when the newest is damaged; and a
-learner restored from one continues exactly as if it had never stopped."""
+"""Checkpoints: atomic, verified, the previous one used when the newest is damaged or its
+manifest does not parse; checkpoints written before the typed manifest still restore; and
+a learner restored from one continues exactly as if it had never stopped."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from consumers.checkpoint import latest_checkpoint, read_checkpoint, staging_dir, write_checkpoint
-from consumers.host_checkpoint import seal_host, stage_worker, worker_state
+from consumers.durability.files import (
+    CorruptCheckpoint,
+    latest,
+    read_parts,
+    seal,
+    stage_part,
+    staging_dir,
+)
+from consumers.durability.host import (
+    latest_checkpoint,
+    read_checkpoint,
+    seal_host,
+    stage_worker,
+    worker_state,
+)
+from consumers.durability.manifest import Manifest, WorkerManifest
+from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.model.history import History
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC, ViewEvent
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+WRITTEN_BEFORE = FIXTURES / "checkpoint-v1" / "ckpt-000000000001"
 
 
-def test_write_then_read_round_trips_and_keeps_the_newest(tmp_path: Path) -> None:
+def write_one_part(
+    directory: Path, part: str, tensors: dict[str, torch.Tensor], body: dict[str, Any]
+) -> Path:
+    """A checkpoint of one part, sealed as every checkpoint is."""
+    temp = staging_dir(directory, uuid.uuid4().hex)
+    stage_part(temp, part, tensors)
+    return seal(directory, temp, body, 3, [part])
+
+
+def test_sealed_parts_round_trip_and_only_the_newest_are_kept(tmp_path: Path) -> None:
     for step in range(5):
-        write_checkpoint(tmp_path, {"w": torch.full((2, 3), float(step))}, {"step": step}, keep=3)
+        write_one_part(tmp_path, "w", {"w": torch.full((2, 3), float(step))}, {"step": step})
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["ckpt-000000000003", "ckpt-000000000004", "ckpt-000000000005"]
-    latest = latest_checkpoint(tmp_path)
-    assert latest is not None and latest.manifest["step"] == 4
-    assert torch.equal(latest.tensors["w"], torch.full((2, 3), 4.0))
+    parts, body = read_parts(tmp_path / names[-1])
+    assert body == {"step": 4}  # the format and checksums are the files' own
+    assert torch.equal(parts["w"]["w"], torch.full((2, 3), 4.0))
 
 
 def test_a_corrupt_or_partial_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path) -> None:
-    write_checkpoint(tmp_path, {"w": torch.zeros(4)}, {"step": 1})
-    newest = write_checkpoint(tmp_path, {"w": torch.ones(4)}, {"step": 2})
-    tensors = newest / "tensors.safetensors"
+    write_one_part(tmp_path, "w", {"w": torch.zeros(4)}, {"step": 1})
+    newest = write_one_part(tmp_path, "w", {"w": torch.ones(4)}, {"step": 2})
+    tensors = newest / "w.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-3] + b"xyz")
-    latest = latest_checkpoint(tmp_path)
-    assert latest is not None and latest.manifest["step"] == 1
+    found = latest(tmp_path, read_parts)
+    assert found is not None and found[1] == {"step": 1}
     (newest / "manifest.json").unlink()
-    assert latest_checkpoint(tmp_path) is not None
+    assert latest(tmp_path, read_parts) is not None
     (tmp_path / ".tmp-ckpt-000000000003").mkdir()  # a writer that died mid-way
-    third = write_checkpoint(tmp_path, {"w": torch.ones(1)}, {"step": 3})
-    assert read_checkpoint(third).manifest["step"] == 3
+    third = write_one_part(tmp_path, "w", {"w": torch.ones(1)}, {"step": 3})
+    assert read_parts(third)[1] == {"step": 3}
     assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_a_manifest_of_another_format_is_refused(tmp_path: Path) -> None:
-    path = write_checkpoint(tmp_path, {"w": torch.zeros(1)}, {})
+    path = write_one_part(tmp_path, "w", {"w": torch.zeros(1)}, {})
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps(dict(manifest, format=99)))
-    assert latest_checkpoint(tmp_path) is None
+    assert latest(tmp_path, read_parts) is None
 
 
-def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> LearnerService:
-    return LearnerService(
+def checkpoint_v1() -> dict[str, Any]:
+    """The manifest of tests/fixtures/checkpoint-v1, written before the typed manifest."""
+    return json.loads((WRITTEN_BEFORE / "manifest.json").read_text())
+
+
+def test_the_typed_manifest_writes_the_json_it_reads() -> None:
+    body = checkpoint_v1()
+    del body["format"], body["sha256"]
+    manifest = Manifest.from_json(body)
+    assert manifest.to_json() == body
+    assert sorted(manifest.workers) == [0, 1] and manifest.workers[1].doomed_keys
+    assert manifest.applied == (
+        (USERS_TOPIC, 0, 1),  # every worker reads the users topic: the lowest
+        (VIEWS_TOPIC, 0, 3),  # a views partition: its reader's, the highest
+        (VIEWS_TOPIC, 1, 4),
+    )
+    single = body["workers"]["0"]  # a single learner's manifest, from before hosts
+    assert Manifest.from_json(single).workers == {0: WorkerManifest.from_json(single)}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda body: body.pop("events"),
+        lambda body: body.update(version="7"),
+        lambda body: body.update(workers={"1": body["workers"]["1"]}),
+        lambda body: body["workers"]["0"].update(positions=[["t", 0]]),
+        lambda body: body["workers"]["1"]["quality"].pop("hits"),
+        lambda body: body.update(workers=[]),
+    ],
+)
+def test_a_manifest_that_does_not_parse_is_corrupt_and_the_previous_is_used(
+    tmp_path: Path, damage: Any
+) -> None:
+    shutil.copytree(WRITTEN_BEFORE, tmp_path / WRITTEN_BEFORE.name)
+    newest = shutil.copytree(WRITTEN_BEFORE, tmp_path / "ckpt-000000000002")
+    body = checkpoint_v1()  # its checksums still match: only the manifest is wrong
+    damage(body)
+    (newest / "manifest.json").write_text(json.dumps(body))
+    with pytest.raises(CorruptCheckpoint):
+        read_checkpoint(newest)
+    found = latest_checkpoint(tmp_path)
+    assert found is not None and found.path.name == "ckpt-000000000001"
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    digest = hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+    return f"{digest} {tensor.dtype} {list(tensor.shape)}"
+
+
+def test_a_checkpoint_written_before_the_typed_manifest_restores_the_same() -> None:
+    """tests/fixtures/checkpoint-v1: two workers' checkpoint written by the code before
+    consumers/durability/ (commit ca0aa87); checkpoint-v1-restored.json: what that code
+    restored from it for worker i of N."""
+    checkpoint = latest_checkpoint(FIXTURES / "checkpoint-v1")
+    assert checkpoint is not None
+    expected = json.loads((FIXTURES / "checkpoint-v1-restored.json").read_text())
+    for key, want in expected.items():
+        index, count = map(int, key.split("/"))
+        tensors, manifest = worker_state(checkpoint, index, count)
+        assert manifest.to_json() == want["manifest"]
+        assert {k: tensor_digest(v) for k, v in tensors.items()} == want["tensors"]
+
+
+def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> ConsumeService:
+    return ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC, USERS_TOPIC], group),
         OnlineRecommender(ModelConfig(dim=16, seed=3), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
@@ -66,7 +163,7 @@ def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> Lear
     )
 
 
-def drain(service: LearnerService) -> None:
+def drain(service: ConsumeService) -> None:
     while service.step():
         pass
 
@@ -139,8 +236,9 @@ def test_a_users_history_forgotten_by_its_worker_is_not_brought_back_by_another_
     recommender.process([ViewEvent("kept", 1, 1.0)])
     stale, _ = recommender.state()  # what another worker holds
     recommender.forget_user("gone")
-    tensors, manifest = recommender.state()
-    manifest.update(positions=[[VIEWS_TOPIC, 0, 3]], applied=[[VIEWS_TOPIC, 0, 3]])
+    tensors, entries = recommender.state()
+    offsets = [[VIEWS_TOPIC, 0, 3]]
+    manifest = WorkerManifest.from_json(dict(entries, positions=offsets, applied=offsets))
     temp = staging_dir(tmp_path, "run-epoch-1")
     stage_worker(temp, 0, tensors, manifest)
     stage_worker(temp, 1, stale, manifest)
@@ -152,7 +250,7 @@ def test_a_users_history_forgotten_by_its_worker_is_not_brought_back_by_another_
         history = History()
         history.load(state["history_offsets"], state["history_items"])
         assert history.items(0).size == 0 and history.items(1).size == 1  # gone, kept
-        assert restored["applied"] == [[VIEWS_TOPIC, 0, 3]]
+        assert restored.applied == ((VIEWS_TOPIC, 0, 3),)
 
 
 def test_a_single_part_checkpoint_of_an_earlier_learner_is_restored(tmp_path: Path) -> None:
@@ -163,7 +261,7 @@ def test_a_single_part_checkpoint_of_an_earlier_learner_is_restored(tmp_path: Pa
     drain(service)
     service.shutdown()
     tensors, manifest = service._snapshot()
-    write_checkpoint(tmp_path / "old", tensors, manifest)  # the earlier layout: one part
+    write_one_part(tmp_path / "old", "tensors", tensors, manifest.to_json())  # the earlier layout
     restored = build(log, tmp_path / "old")
     assert restored.restore()
     model = restored.recommender.model

@@ -43,7 +43,7 @@ from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
 from consumers.preflight import check_redis
-from consumers.service import LearnerService
+from consumers.service import ConsumeService
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.redis import RedisStore
@@ -360,7 +360,7 @@ def test_a_store_refusing_later_puts_its_reason_in_health_and_the_log(
     log = MemoryEventLog(partitions=1)
     for n in range(20):
         log.send(ViewEvent(f"u{n % 3}", f"i{n % 5}", 1.0), VIEWS_TOPIC)
-    service = LearnerService(
+    service = ConsumeService(
         MemoryEventSource(log, VIEWS_TOPIC, "learners"),
         OnlineRecommender(ModelConfig(dim=8, seed=1), RefusingStore()),
         LearnerMetrics(CollectorRegistry()),

@@ -31,10 +31,10 @@ from hypothesis.errors import HypothesisDeprecationWarning
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from consumers.checkpoint import Checkpoint, latest_checkpoint
-from consumers.host_checkpoint import SHARED_PART, worker_state
+from consumers.durability.host import SHARED_PART, Checkpoint, latest_checkpoint, worker_state
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
+from streamer.datasets.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from streamer.events import (
     INVALID_REASONS,
     MAX_ID_BYTES,
@@ -48,7 +48,6 @@ from streamer.events import (
     encode_view,
 )
 from streamer.producer import ViewProducer
-from streamer.sources.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from tests.conftest import RedisTarget
 from tests.learners import ROOT, Learner, free_ports, meta_events, wait_for
 
@@ -157,7 +156,7 @@ def full_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
 
 def applied_per_partition(checkpoint: Checkpoint | None, topic: str) -> dict[int, int]:
     assert checkpoint is not None, "no checkpoint"
-    return {int(p): int(n) for t, p, n in checkpoint.manifest["applied"] if t == topic}
+    return {int(p): int(n) for t, p, n in checkpoint.manifest.applied if t == topic}
 
 
 def create_topic(admin: KafkaAdminClient, partitions: int, topic: str = "") -> str:
@@ -284,7 +283,7 @@ def kill_and_restart(
     learner.kill()
     kill_at = meta_events(client, prefix)
     newest = latest_checkpoint(checkpoints)
-    restored = 0 if newest is None else int(newest.manifest["events"])
+    restored = 0 if newest is None else newest.manifest.events
     assert restored <= kill_at
     fresh = Learner(learner.args, learner.log_path).start()
     started = time.monotonic()
@@ -390,7 +389,7 @@ def test_kill_9_on_one_partition_ends_with_the_tables_of_an_unbroken_run(
     assert ends == {0: 20_000}
     for checkpoint in final.values():
         assert applied_per_partition(checkpoint, topic) == ends
-        assert checkpoint is not None and checkpoint.manifest["events"] == 20_000
+        assert checkpoint is not None and checkpoint.manifest.events == 20_000
     killed_state, unbroken_state = (full_state(c) for c in final.values() if c is not None)
     for name in ("user_weight", "item_weight", "user_accumulator", "item_accumulator"):
         torch.testing.assert_close(killed_state[name], unbroken_state[name], rtol=1e-5, atol=1e-6)
@@ -764,14 +763,14 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_previous_one_replayed_fr
     ends = end_offsets(kafka_bootstrap, kafka_topic)
     assert committed_offsets(kafka_bootstrap, f"learners-{prefix}", kafka_topic) == ends
     newest = latest_checkpoint(directory)
-    assert newest is not None and newest.manifest["events"] == 4100
+    assert newest is not None and newest.manifest.events == 4100
     tensors = newest.path / f"{SHARED_PART}.safetensors"
     damaged = bytearray(tensors.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     tensors.write_bytes(bytes(damaged))
     previous = latest_checkpoint(directory)
-    assert previous is not None and previous.manifest["events"] == 4000
-    replay = 4100 - previous.manifest["events"]
+    assert previous is not None and previous.manifest.events == 4000
+    replay = 4100 - previous.manifest.events
 
     learner = Learner(args, tmp_path / "learner.log").start()
     learners.append(learner)
@@ -781,7 +780,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_previous_one_replayed_fr
     assert learner.stop() == 0
     assert "skipping checkpoint" in learner.log_path.read_text()
     final = latest_checkpoint(directory)
-    assert final is not None and final.manifest["events"] == 4100
+    assert final is not None and final.manifest.events == 4100
     assert applied_per_partition(final, kafka_topic) == ends
 
 

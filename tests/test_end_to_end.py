@@ -12,11 +12,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from consumers.checkpoint import latest_checkpoint
+from consumers.durability.host import latest_checkpoint
 from consumers.settings import default_checkpoint_dir
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import REASON_HEADER, ViewEvent
 from streamer.producer import ViewProducer
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 from tests.conftest import RedisTarget
 from tests.learners import Learner, meta_events, wait_for
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.datasets import fetch_ml100k
+from streamer.datasets import open_dataset
+from streamer.datasets.cache import fetch_ml100k
+from streamer.datasets.movielens import read_item_features, read_movielens, read_user_features
 from streamer.events import ViewEvent
-from streamer.sources import open_source
-from streamer.sources.movielens import read_item_features, read_movielens, read_user_features
 
 # Two ties at ts=20 (file order: u2 then u1) and one earlier line at the end.
 ML100K_DATA = "2\t10\t4\t20\n1\t11\t3\t20\n1\t10\t5\t30\n3\t12\t1\t5\n"
@@ -189,13 +189,13 @@ def test_bad_feature_lines_are_named(
         read(path)
 
 
-def test_open_source_reads_movielens_paths(tmp_path: Path) -> None:
+def test_open_dataset_reads_movielens_paths(tmp_path: Path) -> None:
     _write(tmp_path, "u.data", ML100K_DATA)
-    assert list(open_source(f"movielens:{tmp_path}")) == EXPECTED
+    assert list(open_dataset(f"movielens:{tmp_path}")) == EXPECTED
     with pytest.raises(ValueError, match="PATH"):
-        open_source("movielens:")
+        open_dataset("movielens:")
     with pytest.raises(ValueError, match="no options"):
-        open_source(f"movielens:{tmp_path}", seed=1)
+        open_dataset(f"movielens:{tmp_path}", seed=1)
 
 
 @pytest.mark.dataset

@@ -26,11 +26,12 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from streamer.events import INVALID_REASONS, VIEWS_TOPIC
 from tests.conftest import allocate_redis_db
@@ -399,7 +400,7 @@ def test_every_known_dead_letter_reason_is_exported_at_zero_from_the_start() -> 
 def test_the_learner_exports_whether_it_checkpoints(checkpoints: bool, tmp_path: Path) -> None:
     """RecstreamCheckpointStale only watches learners that write checkpoints."""
     registry = CollectorRegistry()
-    LearnerService(
+    ConsumeService(
         MemoryEventSource(MemoryEventLog(), VIEWS_TOPIC, "learners"),
         OnlineRecommender(ModelConfig(dim=4), MemoryStore()),
         LearnerMetrics(registry),

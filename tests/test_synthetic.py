@@ -9,9 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from streamer.events import ViewEvent, decode_view, encode_view
-from streamer.sources import open_source
-from streamer.sources.synthetic import (
+from streamer.datasets import open_dataset
+from streamer.datasets.synthetic import (
     CHUNK,
     SyntheticConfig,
     SyntheticWorld,
@@ -21,6 +20,7 @@ from streamer.sources.synthetic import (
     plant_world,
     synthetic_views,
 )
+from streamer.events import ViewEvent, decode_view, encode_view
 
 SMALL = SyntheticConfig(n_users=1000, n_items=400, events=20_000, seed=7)
 
@@ -172,21 +172,21 @@ def test_choose_matches_the_one_by_one_rule(seed: int) -> None:
     assert {(int(k) // n_items, int(k) % n_items) for k in np.flatnonzero(found)} == history
 
 
-def test_open_source_names_the_synthetic_streams() -> None:
-    plain = list(open_source("synthetic", events=300, seed=3))
+def test_open_dataset_names_the_synthetic_streams() -> None:
+    plain = list(open_dataset("synthetic", events=300, seed=3))
     assert plain == list(synthetic_views(SyntheticConfig(events=300, seed=3)))
-    drifting = list(open_source("synthetic:drift", events=300, seed=3))
+    drifting = list(open_dataset("synthetic:drift", events=300, seed=3))
     assert drifting == list(synthetic_views(SyntheticConfig(events=300, seed=3, drift_at=0.5)))
-    late = list(open_source("synthetic:drift", events=300, seed=3, drift_at=0.9))
+    late = list(open_dataset("synthetic:drift", events=300, seed=3, drift_at=0.9))
     assert late == list(synthetic_views(SyntheticConfig(events=300, seed=3, drift_at=0.9)))
 
 
 @pytest.mark.parametrize("spec", ["synthetic:other", "kafka", "", "movie:x"])
-def test_open_source_refuses_unknown_specs(spec: str) -> None:
+def test_open_dataset_refuses_unknown_specs(spec: str) -> None:
     with pytest.raises(ValueError, match="unknown source"):
-        open_source(spec)
+        open_dataset(spec)
 
 
-def test_open_source_refuses_unknown_options() -> None:
+def test_open_dataset_refuses_unknown_options() -> None:
     with pytest.raises(ValueError, match="unknown synthetic option"):
-        open_source("synthetic", users=5)
+        open_dataset("synthetic", users=5)

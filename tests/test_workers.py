@@ -13,11 +13,11 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from safetensors.torch import save_file
 
-from consumers.checkpoint import latest_checkpoint
+from consumers.durability.host import latest_checkpoint
 from consumers.model.packing import section, unpack_ids
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import ViewEvent
 from streamer.producer import ViewProducer
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 from tests.conftest import RedisTarget
 from tests.learners import Learner, free_ports, meta_events, wait_for
 from tests.test_durability import (
@@ -127,9 +127,9 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     assert not list(shm.iterdir())
 
     newest = latest_checkpoint(checkpoints)
-    assert newest is not None and newest.manifest["events"] == 9000
+    assert newest is not None and newest.manifest.events == 9000
     assert applied_per_partition(newest, kafka_topic) == end_offsets(kafka_bootstrap, kafka_topic)
-    assert set(newest.manifest["sha256"]) == PARTS
+    assert set(newest.workers) == {0, 1}  # and the shared part: nothing else is read
     assert not list(checkpoints.glob(".tmp-*"))
     users = {str(event.user) for event in events}
     assert all(client.exists(f"{prefix}user:{user}:top") for user in users)
@@ -140,18 +140,19 @@ def unbroken_share(events: list[ViewEvent], config: SyntheticConfig, directory: 
     """Cluster share of one learner that read `events` in one go, in this process."""
     from prometheus_client import CollectorRegistry
 
+    from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
     from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
     from consumers.metrics import LearnerMetrics
     from consumers.model.config import ModelConfig
     from consumers.pipeline import OnlineRecommender
-    from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+    from consumers.service import ConsumeService
     from consumers.sinks.memory import MemoryStore
     from streamer.events import VIEWS_TOPIC
 
     log = MemoryEventLog(partitions=4)
     for event in events:
         log.send(event, VIEWS_TOPIC)
-    service = LearnerService(
+    service = ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC], "unbroken"),
         OnlineRecommender(ModelConfig(dim=16, seed=7), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
@@ -217,11 +218,9 @@ def test_restarts_with_every_pair_of_worker_counts_apply_every_event_once(
         assert newest is not None
         matrix.append((CHAIN[stage - 1] if stage else 0, workers, sum(applied.values()), produced))
         assert applied == end_offsets(kafka_bootstrap, kafka_topic)
-        assert newest.manifest["events"] == produced
+        assert newest.manifest.events == produced
         assert applied_per_partition(newest, users_topic) == ({0: 1} if stage >= forget_at else {})
-        assert set(newest.manifest["sha256"]) == {
-            f"{part}.safetensors" for part in ["shared", *(f"worker-{i}" for i in range(workers))]
-        }
+        assert set(newest.workers) == set(range(workers))
     print("\nN -> M: events applied / produced")
     for before, after, applied_events, produced_events in matrix[1:]:
         print(f"  {before} -> {after}: {applied_events} / {produced_events}")

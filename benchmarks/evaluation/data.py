@@ -6,8 +6,8 @@ import csv
 from pathlib import Path
 
 from benchmarks.evaluation.splits import by_time
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import ViewEvent
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 
 
 def read_inter(path: Path) -> list[ViewEvent]:
@@ -34,11 +34,11 @@ def read_inter(path: Path) -> list[ViewEvent]:
 def movielens_100k(folder: Path | None = None) -> list[ViewEvent]:
     """MovieLens-100K from the local cache (downloaded once), in time order."""
     if folder is None:
-        from streamer.datasets import fetch_ml100k
+        from streamer.datasets.cache import fetch_ml100k
 
         folder = fetch_ml100k()
     try:
-        from streamer.sources.movielens import read_movielens
+        from streamer.datasets.movielens import read_movielens
     except ImportError:
         return read_inter(folder / "ml-100k.inter")
     return by_time(read_movielens(folder))

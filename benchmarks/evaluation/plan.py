@@ -19,9 +19,9 @@ def _default_params() -> dict[str, dict[str, Any]]:
 
 
 def _service_batch_size() -> int:
-    from consumers.settings import LearnerSettings
+    from consumers.settings import TrainingSettings
 
-    return int(LearnerSettings.model_fields["batch_size"].default)
+    return int(TrainingSettings.model_fields["batch_size"].default)
 
 
 def _grids() -> dict[str, list[dict[str, Any]]]:

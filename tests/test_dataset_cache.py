@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import datasets
-from streamer.datasets import ML100K_FILES, ML100K_PREFIX, cache_dir, fetch_ml100k
+from streamer.datasets import cache
+from streamer.datasets.cache import ML100K_FILES, ML100K_PREFIX, cache_dir, fetch_ml100k
 
 
 def _fake_download(calls: list[str]) -> Callable[[str, Path], Path]:
@@ -31,19 +31,19 @@ def test_fetch_extracts_once_into_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(datasets, "_download_wheel", _fake_download(calls))
+    monkeypatch.setattr(cache, "_download_wheel", _fake_download(calls))
     monkeypatch.setenv("RECSTREAM_CACHE", str(tmp_path / "cache"))
     folder = fetch_ml100k()
     assert folder == tmp_path / "cache" / "data" / "ml-100k"
     assert sorted(p.name for p in folder.iterdir()) == sorted(ML100K_FILES)
     assert (folder / "ml-100k.inter").read_text() == "ml-100k.inter\n"
     assert fetch_ml100k() == folder
-    assert calls == [datasets.RECBOLE_REQUIREMENT]  # the second call found it there
+    assert calls == [cache.RECBOLE_REQUIREMENT]  # the second call found it there
     assert [p.name for p in folder.parent.iterdir()] == ["ml-100k"]  # no temp left over
 
 
 def test_fetch_replaces_a_partial_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "_download_wheel", _fake_download([]))
+    monkeypatch.setattr(cache, "_download_wheel", _fake_download([]))
     dest = tmp_path / "ml"
     dest.mkdir()
     (dest / "ml-100k.inter").write_text("half")

@@ -1,11 +1,11 @@
-"""Durable checkpoints: safetensors for tensors, a JSON manifest, atomic rename.
+"""Atomic checkpoint directories: safetensors parts, a JSON manifest, one rename.
 
-Layout: `<dir>/ckpt-<sequence>/{<part>.safetensors ..., manifest.json}` (the
-learner's parts: consumers/host_checkpoint.py). A checkpoint is written into a
-hidden staging dir of its own writer, fsynced, then renamed into place; the
-manifest carries a format version and each part's SHA-256, so a partial or
-corrupt checkpoint is detected on load and the previous one used. Nothing is
-ever unpickled.
+Layout: `<dir>/ckpt-<sequence>/{<part>.safetensors ..., manifest.json}` (which parts
+and what the manifest says: consumers/durability/host.py and manifest.py). A checkpoint
+is written into a hidden staging dir of its own writer, fsynced, then renamed into
+place; the manifest carries a format version and each part's SHA-256 beside its body,
+so a partial or corrupt checkpoint is detected on load and the previous one used.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -15,34 +15,24 @@ import json
 import logging
 import os
 import shutil
-import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 FORMAT_VERSION = 1
-MAIN_PART = "tensors"
+FORMAT_KEY = "format"
+DIGESTS_KEY = "sha256"
 PART_SUFFIX = ".safetensors"
 MANIFEST_FILE = "manifest.json"
 PREFIX = "ckpt-"
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    path: Path
-    sequence: int
-    parts: dict[str, dict[str, Tensor]]
-    manifest: dict[str, Any]
-
-    @property
-    def tensors(self) -> dict[str, Tensor]:
-        """The main part (the only one of a single-process checkpoint)."""
-        return self.parts[MAIN_PART]
+Read = TypeVar("Read")
+Parts = dict[str, dict[str, Tensor]]
 
 
 class CorruptCheckpoint(ValueError):
@@ -94,17 +84,15 @@ def stage_part(temp: Path, part: str, tensors: dict[str, Tensor]) -> None:
     _fsync(path)
 
 
-def seal(
-    directory: Path, temp: Path, manifest: dict[str, Any], keep: int, parts: list[str]
-) -> Path:
-    """Checksum the staged `parts` (only these), write the manifest, rename into place,
-    prune old ones."""
+def seal(directory: Path, temp: Path, body: dict[str, Any], keep: int, parts: list[str]) -> Path:
+    """Checksum the staged `parts` (only these), write the manifest (`body` with the
+    format and the checksums), rename into place, prune old ones."""
     sequences = _sequences(directory)
     sequence = sequences[-1] + 1 if sequences else 1
     digests = {f"{part}{PART_SUFFIX}": _sha256(temp / f"{part}{PART_SUFFIX}") for part in parts}
-    body = dict(manifest, format=FORMAT_VERSION, sha256=digests)
+    manifest = {**body, FORMAT_KEY: FORMAT_VERSION, DIGESTS_KEY: digests}
     manifest_path = temp / MANIFEST_FILE
-    manifest_path.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
+    manifest_path.write_text(json.dumps(manifest, sort_keys=True), encoding="utf-8")
     _fsync(manifest_path)
     _fsync(temp)
     final = directory / _name(sequence)
@@ -117,23 +105,14 @@ def seal(
     return final
 
 
-def write_checkpoint(
-    directory: Path, tensors: dict[str, Tensor], manifest: dict[str, Any], keep: int = 3
-) -> Path:
-    """Write a new single-part checkpoint atomically and keep only the newest `keep`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    temp = staging_dir(directory, uuid.uuid4().hex)
-    stage_part(temp, MAIN_PART, tensors)
-    return seal(directory, temp, manifest, keep, [MAIN_PART])
-
-
-def read_checkpoint(path: Path) -> Checkpoint:
-    """Load and verify one checkpoint; raises `CorruptCheckpoint` when it is not whole."""
+def read_parts(path: Path) -> tuple[Parts, dict[str, Any]]:
+    """Every part the manifest lists and its body (without format and checksums), verified;
+    raises `CorruptCheckpoint` when the checkpoint is not whole."""
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        if not isinstance(manifest, dict) or manifest.get(FORMAT_KEY) != FORMAT_VERSION:
             raise CorruptCheckpoint(f"{path}: unknown manifest format")
-        digests = manifest.get("sha256")
+        digests = manifest.pop(DIGESTS_KEY, None)
         if not isinstance(digests, dict) or not digests:
             raise CorruptCheckpoint(f"{path}: manifest lists no parts")
         parts = {}
@@ -145,14 +124,16 @@ def read_checkpoint(path: Path) -> Checkpoint:
         if isinstance(error, CorruptCheckpoint):
             raise
         raise CorruptCheckpoint(f"{path}: {error}") from error
-    return Checkpoint(path, int(path.name[len(PREFIX) :]), parts, manifest)
+    del manifest[FORMAT_KEY]
+    return parts, manifest
 
 
-def latest_checkpoint(directory: Path) -> Checkpoint | None:
-    """The newest checkpoint that loads and verifies; older ones stand in for corrupt ones."""
-    for sequence in reversed(_sequences(directory)):
+def latest(directory: Path, read: Callable[[Path], Read]) -> Read | None:
+    """`read` of the newest checkpoint it does not find corrupt (`CorruptCheckpoint`):
+    older ones stand in for corrupt ones."""
+    for number in reversed(_sequences(directory)):
         try:
-            return read_checkpoint(directory / _name(sequence))
+            return read(directory / _name(number))
         except CorruptCheckpoint as error:
             log.warning("skipping checkpoint: %s", error)
     return None

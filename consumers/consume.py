@@ -9,27 +9,27 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
+from consumers.durability.policy import CheckpointPolicy, Checkpoints, LocalCheckpoints
+from consumers.durability.rendezvous import WorkerCheckpoints
 from consumers.health import Health, HealthPolicy
 from consumers.http import serve
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.pipeline import OnlineRecommender
 from consumers.preflight import check_consume
-from consumers.service import CheckpointPolicy, Checkpoints, LearnerService, LocalCheckpoints
+from consumers.service import ConsumeService
 from consumers.settings import ConsumeSettings
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.lease import OwnerConflict, OwnerLease
 from consumers.sinks.redis import RedisStore
+from consumers.workers import Worker, run_workers
 from streamer.events import encode_key
 from streamer.preflight import PreflightError
 from streamer.settings import kafka_client_options
-
-if TYPE_CHECKING:
-    from consumers.workers import Worker
 
 log = logging.getLogger("recstream.consume")
 
@@ -67,13 +67,11 @@ def run_consume(settings: ConsumeSettings) -> int:
 
 def _run(settings: ConsumeSettings) -> int:
     if settings.workers > 1:
-        from consumers.workers import run_workers
-
-        return run_workers(settings)
+        return run_workers(settings, run_worker)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    run_learner(settings, stop)
+    run_process(settings, stop)
     return 0
 
 
@@ -87,8 +85,14 @@ def _store(settings: ConsumeSettings) -> RedisStore:
     )
 
 
-def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
-    """Consume until `stop` is set, then learn what is held, publish, checkpoint, commit."""
+def run_worker(settings: ConsumeSettings, worker: Worker) -> None:
+    """Worker `worker.index` of a host: the entry point each spawned process runs."""
+    run_process(settings, worker.stop_flag(), worker)
+
+
+def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
+    """One consuming process, alone or as a host's `worker`: consume until `stop` is set,
+    then learn what is held, publish, checkpoint, commit."""
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     name = "recstream.consume" if worker is None else f"recstream.worker-{worker.index}"
     logging.basicConfig(
@@ -134,7 +138,7 @@ def run_learner(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     )
     if worker is not None:
         worker.mapped()
-    service = LearnerService(
+    service = ConsumeService(
         source,
         recommender,
         metrics,
@@ -175,6 +179,4 @@ def _checkpoints(settings: ConsumeSettings, worker: Worker | None) -> Checkpoint
     )
     if worker is None:
         return LocalCheckpoints(policy, settings.topic)
-    from consumers.workers import WorkerCheckpoints
-
     return WorkerCheckpoints(policy, worker, settings.topic)

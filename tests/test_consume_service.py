@@ -19,7 +19,8 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
-from consumers.checkpoint import latest_checkpoint
+from consumers.durability.host import latest_checkpoint
+from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.base import Contact, Record, SourceUnavailable
 from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
@@ -27,7 +28,7 @@ from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.model.learner import MatrixFactorization
 from consumers.pipeline import OnlineRecommender
-from consumers.service import CheckpointPolicy, LearnerService, LocalCheckpoints
+from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import Publication, decode_vector
 from streamer.events import (
@@ -69,8 +70,8 @@ class DeadLetterOutage(MemoryEventSource):
 
 def service(
     source: MemoryEventSource, directory: Path | None, batch_size: int = 100
-) -> LearnerService:
-    return LearnerService(
+) -> ConsumeService:
+    return ConsumeService(
         source,
         OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
@@ -91,7 +92,7 @@ def stream_with_one_bad_record(log: MemoryEventLog) -> int:
     return 150
 
 
-def drain(learner: LearnerService) -> None:
+def drain(learner: ConsumeService) -> None:
     while learner.step():
         pass
 
@@ -111,7 +112,7 @@ def test_dead_letter_topic_down_nothing_is_checkpointed_or_committed_past_the_ba
     drain(learner)  # 301 records: 3 batches, checkpoints due after each
     assert learner.recommender.events == 299  # learning goes on (one view still buffered)
     checkpoint = latest_checkpoint(tmp_path)
-    assert checkpoint is not None and checkpoint.manifest["applied"] == [[VIEWS_TOPIC, 0, 100]]
+    assert checkpoint is not None and checkpoint.manifest.applied == ((VIEWS_TOPIC, 0, 100),)
     assert committed(log) == 100  # before the bad record, never past it
     assert not log.partitions_of(DLQ)[0]
 
@@ -381,18 +382,18 @@ def applied(directory: Path) -> int:
     """Records applied, as the newest checkpoint in `directory` says."""
     checkpoint = latest_checkpoint(directory)
     assert checkpoint is not None
-    return sum(int(n) for _, _, n in checkpoint.manifest["applied"])
+    return sum(int(n) for _, _, n in checkpoint.manifest.applied)
 
 
-def step_until_polled(learner: LearnerService, records: int) -> None:
+def step_until_polled(learner: ConsumeService, records: int) -> None:
     deadline = time.monotonic() + 60
     while records > 0:
         assert time.monotonic() < deadline, f"{records} records left unpolled after 60 s"
         records -= learner.step()
 
 
-def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> LearnerService:
-    return LearnerService(
+def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> ConsumeService:
+    return ConsumeService(
         KafkaEventSource(bootstrap, topic, f"{topic}.learners"),
         OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),

@@ -1,6 +1,6 @@
-"""Event sources: where a stream of view events comes from.
+"""Datasets as streams of view events, in time order (the `--source` flag's values).
 
-`open_source(spec)` names one by a short string, as a CLI flag would:
+`open_dataset(spec)` names one by a short string, as the flag does:
 
 - `synthetic`: the seeded synthetic stream (`SyntheticConfig` fields as keywords);
 - `synthetic:drift`: the same with every user's taste reassigned half way
@@ -15,12 +15,12 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any, Final
 
-from streamer.datasets import fetch_ml100k
+from streamer.datasets.cache import fetch_ml100k
+from streamer.datasets.movielens import read_movielens
+from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import ViewEvent
-from streamer.sources.movielens import read_movielens
-from streamer.sources.synthetic import SyntheticConfig, synthetic_views
 
-SOURCE_SPECS: Final = ("synthetic", "synthetic:drift", "movielens:PATH")
+DATASET_SPECS: Final = ("synthetic", "synthetic:drift", "movielens:PATH")
 DEFAULT_DRIFT_AT: Final = 0.5
 
 
@@ -42,11 +42,11 @@ def _movielens(where: str, options: dict[str, Any]) -> Iterator[ViewEvent]:
     return iter(read_movielens(fetch_ml100k() if where == "ml-100k" else where))
 
 
-def open_source(spec: str, **options: Any) -> Iterator[ViewEvent]:
-    """The view events named by `spec` (one of `SOURCE_SPECS`), in time order."""
+def open_dataset(spec: str, **options: Any) -> Iterator[ViewEvent]:
+    """The view events named by `spec` (one of `DATASET_SPECS`), in time order."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic" and rest in ("", "drift"):
         return _synthetic(rest == "drift", options)
     if kind == "movielens":
         return _movielens(rest, options)
-    raise ValueError(f"unknown source {spec!r}: use one of {', '.join(SOURCE_SPECS)}")
+    raise ValueError(f"unknown source {spec!r}: use one of {', '.join(DATASET_SPECS)}")

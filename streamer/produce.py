@@ -19,7 +19,7 @@ OBSERVE_EVERY = 1000
 def run_produce(settings: ProduceSettings) -> int:
     """Publish the source (paced to `rate`, at most `events`); returns the count sent.
     Exits at once when Kafka refuses the credentials or the topic (`check_kafka`)."""
-    from streamer.sources import open_source
+    from streamer.datasets import open_dataset
 
     options = kafka_client_options(settings.kafka_options, settings.kafka_password)
     try:
@@ -48,7 +48,7 @@ def run_produce(settings: ProduceSettings) -> int:
                     metrics.observe(producer.sent, producer.failed, producer.pending)
 
             handed = replay(
-                open_source(settings.source),
+                open_dataset(settings.source),
                 send,
                 rate=settings.rate,
                 limit=settings.events,
