@@ -43,6 +43,11 @@ def run_consume(settings: ConsumeSettings) -> int:
     the prefix's owner lease (one model per prefix) from before it learns until it stops.
     Returns 2 when a service refuses the credentials or the settings cannot work, 1 when
     another model owns the prefix (one line on stderr each)."""
+    # From the first moment: a SIGTERM during the checks or the claim stops the start
+    # cleanly (the lease released), not by the default action.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         check_consume(settings)
     except PreflightError as error:
@@ -59,18 +64,15 @@ def run_consume(settings: ConsumeSettings) -> int:
     try:
         # A lost lease stops the process as SIGTERM does: learn, publish, checkpoint, exit.
         with lease.kept(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM)):
-            status = _run(settings)
+            status = _run(settings, stop)
     finally:
         store.close()
     return 1 if lease.lost else status
 
 
-def _run(settings: ConsumeSettings) -> int:
+def _run(settings: ConsumeSettings, stop: threading.Event) -> int:
     if settings.workers > 1:
-        return run_workers(settings, run_worker)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        return run_workers(settings, run_worker, stop)
     run_process(settings, stop)
     return 0
 

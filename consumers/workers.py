@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +153,9 @@ def sweep_leftovers(base: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def run_workers(settings: ConsumeSettings, entry: WorkerEntry) -> int:
+def run_workers(settings: ConsumeSettings, entry: WorkerEntry, stop: threading.Event) -> int:
     """Supervise `settings.workers` processes, each running `entry`; returns the exit status.
+    `stop`, set by a signal before the supervisor took the signals over, stops them too.
 
     The shared files are unlinked as soon as every worker has mapped them, so nothing is
     left in /dev/shm however the host ends (the kernel frees them with the last mapping);
@@ -186,6 +188,8 @@ def run_workers(settings: ConsumeSettings, entry: WorkerEntry) -> int:
 
         signal.signal(signal.SIGTERM, lambda *_: sync.stop())
         signal.signal(signal.SIGINT, lambda *_: sync.stop())
+        if stop.is_set():
+            sync.stop()
         failed = unlinked = False
         while any(process.is_alive() for process in processes):
             if not unlinked and all(sync.mapped[:count]):

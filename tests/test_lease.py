@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -135,6 +136,37 @@ def test_a_second_learner_on_a_prefix_is_refused_until_the_first_stops(
         for learner in started:
             if learner.alive():
                 learner.kill()
+
+
+# A SIGTERM that lands the moment the lease is claimed (a supervisor stopping a
+# learner as it starts), by a learner that signals itself there.
+SIGTERM_AT_CLAIM = """
+import os, signal, sys
+from consumers.cli import main
+from consumers.sinks.lease import OwnerLease
+claim = OwnerLease.claim
+def claim_then_sigterm(self):
+    claim(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+OwnerLease.claim = claim_then_sigterm
+sys.exit(main(["consume", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sigterm_as_the_lease_is_claimed_stops_cleanly_and_releases_it(
+    kafka_bootstrap: str, kafka_topic: str, redis_db: RedisTarget, workers: int
+) -> None:
+    args = consume(kafka_bootstrap, kafka_topic, redis_db.url, redis_db.prefix)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT_CLAIM, *args, "--workers", str(workers)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert holder(redis_db, redis_db.prefix) is None  # released, not left to lapse
 
 
 def test_a_prefix_held_from_another_host_refuses_a_learner(
