@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import numpy as np
-import redis
 
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.redis import RedisStore, display_url
@@ -42,7 +41,7 @@ class Recommendations:
 
 
 class RecommendationClient:
-    """Reads what the learners publish (DESIGN.md section 3) under one key prefix."""
+    """Reads what the learners publish (README, Contracts: Redis keys) under one key prefix."""
 
     def __init__(self, store: RecommendationStore, prefix: str = DEFAULT_PREFIX) -> None:
         self.store = store
@@ -131,7 +130,7 @@ def run_recommend(
         return 1
     try:
         result = client.top_n(user, n)
-    except (redis.RedisError, StoreUnavailable) as error:
+    except StoreUnavailable as error:
         print(f"recstream recommend: cannot read {where}: {error}", file=sys.stderr)
         return 1
     finally:

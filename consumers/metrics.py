@@ -1,6 +1,6 @@
 """Every Prometheus metric of a learner process, declared once on an injected registry.
 
-Names follow DESIGN.md section 4 (prefix `recstream_`); no label ever carries a
+Names follow the README, Contracts: Metrics (prefix `recstream_`); no label ever carries a
 user or item id.
 """
 

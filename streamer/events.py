@@ -1,4 +1,4 @@
-"""The view-event contract (DESIGN.md section 2): one place for the schema.
+"""The view-event contract (README, Contracts: Events): one place for the schema.
 
 `decode_view` never raises on bad input: it returns an `InvalidRecord` whose
 `reason` is one of `INVALID_REASONS`, so consumers can dead-letter it and count

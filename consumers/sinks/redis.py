@@ -1,4 +1,4 @@
-"""The Redis store frontends read (DESIGN.md section 3)."""
+"""The Redis store frontends read (README, Contracts: Redis keys)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,10 @@ class RedisStore:
         return None if value is None else bytes(value)
 
     def get_hash(self, key: str) -> dict[str, str]:
-        raw = self.client.hgetall(key)
+        try:
+            raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+        except redis.RedisError as error:
+            raise StoreUnavailable(str(error)) from error
         return {name.decode(): value.decode() for name, value in raw.items()}
 
     def delete(self, keys: list[str]) -> None:

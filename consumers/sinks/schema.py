@@ -1,4 +1,4 @@
-"""The Redis contract (DESIGN.md section 3): key names and value encodings, in one place."""
+"""The Redis contract (README, Contracts: Redis keys): key names and encodings, in one place."""
 
 from __future__ import annotations
 
