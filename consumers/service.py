@@ -25,8 +25,9 @@ from consumers.checkpoint import latest_checkpoint, staging_dir
 from consumers.health import Health
 from consumers.host_checkpoint import seal_host, stage_worker, worker_state
 from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
+from consumers.learner import OnlineLearner
 from consumers.metrics import LearnerMetrics
-from consumers.pipeline import OnlineRecommender, PublishResult
+from consumers.publisher import Publisher, PublishResult
 from streamer.events import VIEWS_TOPIC, InvalidRecord, ViewEvent, decode_view
 
 LOSS_SMOOTHING = 0.05
@@ -107,7 +108,7 @@ class LocalCheckpoints:
 
 @dataclass
 class LearnerService:
-    """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
+    """Drives an `OnlineLearner`, then its `Publisher`, from an `EventSource` in micro-batches.
 
     A batch is `batch_size` records, or fewer once `max_wait_s` has passed since
     its first record arrived: with a huge `max_wait_s`, batches are count-based
@@ -115,7 +116,8 @@ class LearnerService:
     """
 
     source: EventSource
-    recommender: OnlineRecommender
+    learner: OnlineLearner
+    publisher: Publisher
     metrics: LearnerMetrics
     batch_size: int = 512
     max_wait_s: float = 0.1
@@ -145,7 +147,8 @@ class LearnerService:
         restored = self.checkpoints.read()
         if restored is None:
             return False
-        self.recommender.load_state(restored.tensors, restored.manifest, restored.shared)
+        self.learner.load_state(restored.tensors, restored.manifest, restored.shared)
+        self.publisher.load_state(restored.tensors, restored.manifest, restored.shared)
         self.positions = _partition_map(restored.manifest["positions"])
         self.applied = _partition_map(restored.manifest["applied"])
         self.source.seek(self.positions)
@@ -164,8 +167,8 @@ class LearnerService:
         full = len(self._buffer) >= self.batch_size
         if self._buffer and (full or self.clock() - self._buffer_since >= self.max_wait_s):
             self._apply_buffer()
-        elif not records and self.recommender.pending:
-            self._observe_publish(self.recommender.flush())
+        elif not records and self.publisher.pending:
+            self._observe_publish(self.publisher.flush())
         if self._checkpoint_due():
             self.checkpoint()
         elif self.checkpoints is not None and not self._records_since_checkpoint:
@@ -183,7 +186,7 @@ class LearnerService:
 
     def shutdown(self) -> None:
         self._apply_buffer()
-        self._observe_publish(self.recommender.flush())
+        self._observe_publish(self.publisher.flush())
         if self.checkpoints is not None:
             self.checkpoints.finish(self.checkpoint)
 
@@ -199,7 +202,7 @@ class LearnerService:
             log.warning("checkpoint postponed: %s", error)
             self.health.mark("checkpoint", False, f"postponed: {error}")
             ready = False
-        self._observe_publish(self.recommender.flush())
+        self._observe_publish(self.publisher.flush())
         try:
             if not self.checkpoints.write(self._snapshot, ready):
                 return False
@@ -216,7 +219,10 @@ class LearnerService:
         return True
 
     def _snapshot(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        tensors, manifest = self.recommender.state()
+        learner_tensors, learner_manifest = self.learner.state()
+        publisher_tensors, publisher_manifest = self.publisher.state()
+        tensors = {**learner_tensors, **publisher_tensors}
+        manifest = {**learner_manifest, **publisher_manifest}
         manifest["positions"] = _partition_list(self.positions)
         manifest["applied"] = _partition_list(self.applied)
         return tensors, manifest
@@ -258,16 +264,16 @@ class LearnerService:
         views = [r for r in records if r.topic != self.users_topic]
         events, arrivals = self._decode(views)
         if events:
-            result = self.recommender.process(events, arrivals)
+            learned = self.learner.learn(events, self.publisher.served, arrivals)
             self.metrics.events.labels("learned").inc(len(events))
-            self.metrics.train_batch_seconds.observe(result.learn_seconds)
-            if result.loss == result.loss:  # not NaN
-                self._observe_loss(result.loss)
-            self._observe_publish(result.publish)
+            self.metrics.train_batch_seconds.observe(learned.learn_seconds)
+            if learned.loss == learned.loss:  # not NaN
+                self._observe_loss(learned.loss)
+            self._observe_publish(self.publisher.add(learned))
         for record in records:
             if record.topic == self.users_topic:
                 self._apply_user_record(record)
-        skipped = self.recommender.model.skipped_events
+        skipped = self.learner.model.skipped_events
         if skipped > self._skipped_seen:
             self.metrics.skipped_events.labels("non_finite").inc(skipped - self._skipped_seen)
             self._skipped_seen = skipped
@@ -295,7 +301,7 @@ class LearnerService:
             self.source.dead_letter(record, "not_utf8", str(error))
             self.metrics.dead_letters.labels("not_utf8").inc()
             return
-        self.recommender.forget_user(user)
+        self.publisher.forget_user(user, self.learner.forget_user(user))
         self.metrics.events.labels("forgotten").inc()
 
     def _decode(self, records: list[Record]) -> tuple[list[ViewEvent], list[float]]:
@@ -332,7 +338,7 @@ class LearnerService:
         self.metrics.loss.set(self.smoothed_loss)
 
     def _observe_publish(self, result: PublishResult | None) -> None:
-        self.health.pending(self.recommender.pending)
+        self.health.pending(self.publisher.pending)
         if result is None:
             return
         self.health.mark("publish", result.ok, "" if result.ok else result.error or "failed")
@@ -345,21 +351,20 @@ class LearnerService:
             self.metrics.freshness_seconds.observe(seconds)
 
     def _observe_state(self) -> None:
-        metrics, recommender = self.metrics, self.recommender
+        metrics, learner = self.metrics, self.learner
         metrics.records_since_checkpoint.set(self._records_since_checkpoint)
         for ranker, quality in (
-            ("model", recommender.quality),
-            ("popularity", recommender.popularity_quality),
+            ("model", learner.quality),
+            ("popularity", learner.popularity_quality),
         ):
             k = str(quality.k)
             metrics.online_hit_rate.labels(ranker, k, "all").set(quality.hit_rate)
             metrics.online_hit_rate.labels(ranker, k, "recent").set(quality.recent_hit_rate)
             metrics.online_ndcg.labels(ranker, k, "all").set(quality.ndcg)
             metrics.online_ndcg.labels(ranker, k, "recent").set(quality.recent_ndcg)
-        model = recommender.model
-        for name, table in (("user", model.user_table), ("item", model.item_table)):
-            metrics.embedding_rows.labels(name).set(table.rows)
-            metrics.embedding_capacity.labels(name).set(table.capacity)
+        for name, size in learner.model.table_sizes().items():
+            metrics.embedding_rows.labels(name).set(size.rows)
+            metrics.embedding_capacity.labels(name).set(size.capacity)
         lags = self.source.lag()
         for topic, partition in self._lagging - lags.keys():  # read by another member now
             metrics.consumer_lag.remove(topic, str(partition))
