@@ -1,4 +1,5 @@
-"""Learner processes for integration tests: start `recstream consume`, wait on Redis, stop."""
+"""Learners for tests: in this process (`online`: a learner and its publisher), or as
+`recstream consume` processes for integration tests (start, wait on Redis, stop)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,44 @@ from pathlib import Path
 
 import redis
 
+from consumers.learner import LearnedBatch, OnlineLearner
+from consumers.model.config import ModelConfig
+from consumers.model.mf import MatrixFactorization
+from consumers.publisher import Publisher, PublishResult
+from consumers.sinks.base import RecommendationStore
+from consumers.sinks.memory import MemoryStore
+from streamer.events import ViewEvent
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Online:
+    """A learner and its publisher, driven as the service drives them."""
+
+    learner: OnlineLearner
+    publisher: Publisher
+
+    def process(
+        self, events: list[ViewEvent], arrivals: list[float] | None = None
+    ) -> tuple[LearnedBatch, PublishResult | None]:
+        learned = self.learner.learn(events, self.publisher.served, arrivals)
+        return learned, self.publisher.add(learned)
+
+
+def online(
+    config: ModelConfig,
+    store: RecommendationStore | None = None,
+    clock: Callable[[], float] = time.time,
+    publish_interval_s: float = 0.0,
+    similar_interval_s: float = 0.0,
+) -> Online:
+    """Matrix factorisation learning from `config`, publishing to `store` (default: memory)."""
+    learner = OnlineLearner(MatrixFactorization(config))
+    publisher = Publisher(
+        learner, store or MemoryStore(), clock, publish_interval_s, similar_interval_s
+    )
+    return Online(learner, publisher)
 
 
 def free_port() -> int:
