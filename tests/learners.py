@@ -15,22 +15,26 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import redis
+from torch import Tensor
 
 from consumers.learner import LearnedBatch, OnlineLearner
 from consumers.model.config import ModelConfig
+from consumers.model.factory import StorageFactory
 from consumers.model.mf import MatrixFactorization
+from consumers.model.popularity import Popularity
+from consumers.model.storage import local_storage
 from consumers.publisher import Publisher, PublishResult
 from consumers.sinks.base import RecommendationStore
 from consumers.sinks.memory import MemoryStore
-from streamer.events import ViewEvent
+from streamer.events import Id, ViewEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Online:
+class Online(NamedTuple):
     """A learner and its publisher, driven as the service drives them."""
 
     learner: OnlineLearner
@@ -42,6 +46,15 @@ class Online:
         learned = self.learner.learn(events, self.publisher.served, arrivals)
         return learned, self.publisher.add(learned)
 
+    def forget_user(self, raw: Id) -> None:
+        self.publisher.forget_user(raw, self.learner.forget_user(raw))
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Both parts' state, as a checkpoint holds it."""
+        learner_tensors, learner_manifest = self.learner.state()
+        publisher_tensors, publisher_manifest = self.publisher.state()
+        return {**learner_tensors, **publisher_tensors}, {**learner_manifest, **publisher_manifest}
+
 
 def online(
     config: ModelConfig,
@@ -49,11 +62,14 @@ def online(
     clock: Callable[[], float] = time.time,
     publish_interval_s: float = 0.0,
     similar_interval_s: float = 0.0,
+    storage: StorageFactory = local_storage,
+    popularity: Popularity | None = None,
+    owns: Callable[[Id], bool] | None = None,
 ) -> Online:
     """Matrix factorisation learning from `config`, publishing to `store` (default: memory)."""
-    learner = OnlineLearner(MatrixFactorization(config))
+    learner = OnlineLearner(MatrixFactorization(config, storage), popularity)
     publisher = Publisher(
-        learner, store or MemoryStore(), clock, publish_interval_s, similar_interval_s
+        learner, store or MemoryStore(), clock, publish_interval_s, similar_interval_s, owns
     )
     return Online(learner, publisher)
 

@@ -34,7 +34,7 @@ from kafka.admin import KafkaAdminClient
 from consumers.checkpoint import Checkpoint, latest_checkpoint
 from consumers.host_checkpoint import SHARED_PART, worker_state
 from consumers.model.config import ModelConfig
-from consumers.model.learner import MatrixFactorization
+from consumers.model.mf import MatrixFactorization
 from streamer.events import (
     INVALID_REASONS,
     MAX_ID_BYTES,

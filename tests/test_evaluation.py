@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.evaluation.drift import recovery, trailing_mean
+from benchmarks.evaluation.prequential import common_events, run_prequential
 from benchmarks.evaluation.ranking import (
     catalog_coverage,
     expected_hit_ndcg,
@@ -17,7 +18,6 @@ from benchmarks.evaluation.ranking import (
     recall_at_k,
     top_k,
 )
-from benchmarks.evaluation.prequential import common_events, run_prequential
 from benchmarks.evaluation.splits import (
     by_time,
     chunk_bounds,
