@@ -213,7 +213,8 @@ class Publisher:
         users = self.learner.model.users
         rows = np.intersect1d(rows, users.live_rows())
         if self.owns is None:
-            return rows.tolist()
+            every: list[int] = rows.tolist()
+            return every
         owns = self.owns
         return [row for row, raw in zip(rows.tolist(), users.raws(rows), strict=True) if owns(raw)]
 

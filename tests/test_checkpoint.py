@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -125,7 +126,7 @@ def test_a_forgotten_user_stays_forgotten_across_a_restart(tmp_path: Path) -> No
     assert restored.restore()
     model = restored.learner.model
     assert model.users.row("gone") is None and model.users.row("kept") is not None
-    assert not model.user_table.weight[0].any()  # "gone" had row 0: its vector is wiped
+    assert not model.user_vectors(np.array([0])).any()  # "gone" had row 0: its vector is wiped
     assert model.history.items(0).size == 0
 
 

@@ -4,12 +4,15 @@ publishing relies on."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pytest
 
 from consumers.model.base import Batch, Model
 from consumers.model.config import ModelConfig
 from consumers.model.factory import MODELS, ModelName, make_model
+from consumers.settings import LearnerSettings
 
 CONFIG = ModelConfig(dim=8, top_n=5, seed=3)
 USERS, ITEMS = 12, 30
@@ -116,3 +119,9 @@ def test_recommend_excludes_watched_items_and_marks_empty_slots(name: ModelName)
     kept = np.isfinite(ranking.scores[0])
     assert kept.tolist() == [True, True, True, False, False]  # only 3 unwatched items
     assert set(ranking.items[0, kept].tolist()) == {7, 8, 9}
+
+
+def test_every_model_name_is_registered_and_the_default_is_mf() -> None:
+    assert set(get_args(ModelName)) == set(MODELS)
+    assert LearnerSettings().model == "mf"
+    assert make_model("mf", CONFIG).name == "mf-bpr"

@@ -229,6 +229,7 @@ def test_a_view_that_would_go_non_finite_is_skipped_counted_and_the_rest_learned
         log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
     drain(learner)
     model = learner.learner.model
+    assert isinstance(model, MatrixFactorization)
     fine = [ViewEvent(f"u{i % 4}", f"i{i % 6 + 1}", 1.0) for i in range(9)]
     for event in [*fine, ViewEvent("u0", "i9", 1.0, weight=weight)]:
         log.send(event, VIEWS_TOPIC)
