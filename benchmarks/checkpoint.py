@@ -3,10 +3,11 @@
 Builds a learner state of that size through the public API (registries of string ids,
 tables, histories, popularity), then times what the service does:
 
-- write: `OnlineRecommender.state()` + `LocalCheckpoints.write` (a host of one: shared
-  part and worker part in safetensors, JSON manifest, sha256, fsync, atomic rename);
+- write: `OnlineLearner.state()` and `Publisher.state()` + `LocalCheckpoints.write` (a
+  host of one: shared part and worker part in safetensors, JSON manifest, sha256, fsync,
+  atomic rename);
 - read + restore: `LocalCheckpoints.read` (sha256 verified, parts united) +
-  `OnlineRecommender.load_state`;
+  `OnlineLearner.load_state` and `Publisher.load_state`;
 
 and, as the baseline measured in the same run, a raw dump of the two float32 tables
 (`numpy.tofile` + fsync) and its read back. Reads follow writes, so they hit the page
@@ -37,29 +38,49 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from benchmarks.common import machine, pin_threads
 from consumers.durability.manifest import WorkerManifest
 from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
+from consumers.learner import OnlineLearner
 from consumers.model.config import ModelConfig
-from consumers.pipeline import OnlineRecommender
+from consumers.model.mf import MatrixFactorization
+from consumers.publisher import Publisher
 from consumers.sinks.memory import MemoryStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
 
 
-def build(users: int, items: int, dim: int, history: int, seed: int) -> OnlineRecommender:
-    """A recommender holding `users` x `dim` and `items` x `dim` tables and histories."""
-    recommender = OnlineRecommender(ModelConfig(dim=dim, seed=seed), MemoryStore(), "mf-bpr")
-    model = recommender.model
+def build(users: int, items: int, dim: int, history: int, seed: int) -> Publisher:
+    """A learner (and its publisher) holding `users` x `dim` and `items` x `dim` tables
+    and histories."""
+    model = MatrixFactorization(ModelConfig(dim=dim, seed=seed))
+    learner = OnlineLearner(model)
     model.users.add_many(f"u{n}" for n in range(users))
     model.items.add_many(f"i{n}" for n in range(items))
     model.sync_rows()  # tables initialised N(0, init_std), one history per user
     rng = np.random.default_rng(seed)
     watched = rng.integers(0, items, size=(users, history))
     model.history.add(np.repeat(np.arange(users), history), watched.ravel())
-    recommender.popularity.add(watched[:, 0].copy())
-    return recommender
+    learner.popularity.add(watched[:, 0].copy())
+    return Publisher(learner, MemoryStore())
 
 
-def users_of(recommender: OnlineRecommender) -> int:
-    return len(recommender.model.users)
+def state(publisher: Publisher) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What the service checkpoints: the learner's state and its publisher's."""
+    learner_tensors, learner_manifest = publisher.learner.state()
+    publisher_tensors, publisher_manifest = publisher.state()
+    return {**learner_tensors, **publisher_tensors}, {**learner_manifest, **publisher_manifest}
+
+
+def restore(
+    publisher: Publisher, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]
+) -> None:
+    """What the service restores: the learner first, then its publisher."""
+    publisher.learner.load_state(tensors, manifest)
+    publisher.load_state(tensors, manifest)
+
+
+def tables(publisher: Publisher) -> MatrixFactorization:
+    model = publisher.learner.model
+    assert isinstance(model, MatrixFactorization)
+    return model
 
 
 def timed(action: Any) -> tuple[Any, float]:
@@ -68,15 +89,16 @@ def timed(action: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def raw_baseline(recommender: OnlineRecommender, directory: Path) -> tuple[float, float, int]:
+def raw_baseline(publisher: Publisher, directory: Path) -> tuple[float, float, int]:
     """Dump the float32 tables as bare bytes (+ fsync) and read them back: the floor."""
     path = directory / "tables.f32"
-    tables = [recommender.model.user_table.weight, recommender.model.item_table.weight]
+    model = tables(publisher)
+    weights = [model.user_table.weight, model.item_table.weight]
 
     def write() -> None:
         with path.open("wb") as handle:
-            for table in tables:
-                table.numpy().tofile(handle)
+            for weight in weights:
+                weight.numpy().tofile(handle)
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -106,7 +128,7 @@ def main() -> None:
     pin_threads(1)
 
     print(f"building {args.users:,} users x {args.dim} + {args.items:,} items ...", flush=True)
-    recommender, build_s = timed(
+    publisher, build_s = timed(
         lambda: build(args.users, args.items, args.dim, args.history, seed=0)
     )
     print(f"  built in {build_s:.1f} s", flush=True)
@@ -116,27 +138,24 @@ def main() -> None:
     runs: list[dict[str, float]] = []
     try:
         for _ in range(args.repeats):
-            raw_write_s, raw_read_s, raw_bytes = raw_baseline(recommender, root)
-            (tensors, entries), state_s = timed(recommender.state)
+            raw_write_s, raw_read_s, raw_bytes = raw_baseline(publisher, root)
+            (tensors, entries), state_s = timed(partial(state, publisher))
             offsets = [["recstream.views", 0, args.users * args.history]]
             manifest = WorkerManifest.from_json(dict(entries, positions=offsets, applied=offsets))
             _, write_s = timed(
                 partial(checkpoints.write, lambda t=tensors, m=manifest: (t, m), True)
             )
             del tensors
-            state, read_s = timed(checkpoints.read)
-            assert state is not None
-            restored = OnlineRecommender(recommender.config, MemoryStore(), "mf-bpr")
-            _, restore_s = timed(
-                partial(restored.load_state, state.tensors, state.manifest.to_json())
+            read, read_s = timed(checkpoints.read)
+            assert read is not None
+            restored = Publisher(
+                OnlineLearner(MatrixFactorization(tables(publisher).config)), MemoryStore()
             )
-            assert torch.equal(
-                restored.model.user_table.weight, recommender.model.user_table.weight
-            )
-            last = users_of(recommender) - 1
-            assert np.array_equal(
-                restored.model.history.items(last), recommender.model.history.items(last)
-            )
+            _, restore_s = timed(partial(restore, restored, read.tensors, read.manifest.to_json()))
+            want, got = tables(publisher), tables(restored)
+            assert torch.equal(got.user_table.weight, want.user_table.weight)
+            last = len(want.users) - 1
+            assert np.array_equal(got.history.items(last), want.history.items(last))
             runs.append(
                 {
                     "state_s": state_s,
@@ -151,7 +170,7 @@ def main() -> None:
                     "raw_table_bytes": raw_bytes,
                 }
             )
-            del state, restored
+            del read, restored
             print(
                 f"  write {runs[-1]['write_s']:.2f} s (state {state_s:.2f} + file {write_s:.2f}),"
                 f" read+restore {runs[-1]['read_restore_s']:.2f} s"

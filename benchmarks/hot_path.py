@@ -1,8 +1,8 @@
-"""The learner's hot path without services: OnlineRecommender.process (prequential scoring,
-learning, publishing to the in-memory store) over the synthetic stream in micro-batches
-of 512, as `recstream demo` and each `consume` worker run it. Prints events per second of
-wall time and of CPU time (this process's: steadier on a busy machine), and with
---profile the pyinstrument tree. Compare two trees with `--tree DIR` (e.g. a
+"""The learner's hot path without services: OnlineLearner.learn then Publisher.add
+(prequential scoring, learning, publishing to the in-memory store) over the synthetic
+stream in micro-batches of 512, as `recstream demo` and each `consume` worker run it.
+Prints events per second of wall time and of CPU time (this process's: steadier on a
+busy machine), and with --profile the pyinstrument tree. Compare two trees with `--tree DIR` (e.g. a
 `git worktree` of an older commit): both run in this one process, interleaved.
 
     PYTHONPATH=. python benchmarks/hot_path.py [--tree OLD_CHECKOUT] [--profile]
@@ -16,6 +16,7 @@ import importlib
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,23 @@ EVENTS, WARM, BATCH = 60_000, 20_000, 512
 
 
 def load(tree: Path) -> dict[str, Any]:
-    """The pipeline's modules as `tree` has them (a fresh import of the `consumers` package)."""
+    """The hot path's modules as `tree` has them (a fresh import of the `consumers` package);
+    a tree from before learner and publisher were split has `consumers.pipeline` instead."""
     for name in [m for m in sys.modules if m.split(".")[0] in ("consumers", "streamer")]:
         del sys.modules[name]
     sys.path.insert(0, str(tree))
+    split = (tree / "consumers" / "learner.py").exists()
     try:
         return {
-            "pipeline": importlib.import_module("consumers.pipeline"),
+            **(
+                {
+                    "learner": importlib.import_module("consumers.learner"),
+                    "publisher": importlib.import_module("consumers.publisher"),
+                    "mf": importlib.import_module("consumers.model.mf"),
+                }
+                if split
+                else {"pipeline": importlib.import_module("consumers.pipeline")}
+            ),
             "config": importlib.import_module("consumers.model.config"),
             "memory": importlib.import_module("consumers.sinks.memory"),
             "datasets": importlib.import_module("streamer.datasets"),
@@ -41,14 +52,22 @@ def load(tree: Path) -> dict[str, Any]:
         sys.path.remove(str(tree))
 
 
+def processor(modules: dict[str, Any]) -> Callable[[list[Any]], object]:
+    """One micro-batch through the learner, then the publisher, as the service runs them."""
+    config, store = modules["config"].ModelConfig(), modules["memory"].MemoryStore()
+    if "pipeline" in modules:
+        return modules["pipeline"].OnlineRecommender(config, store).process  # type: ignore[no-any-return]
+    learner = modules["learner"].OnlineLearner(modules["mf"].MatrixFactorization(config))
+    publisher = modules["publisher"].Publisher(learner, store)
+    return lambda events: publisher.add(learner.learn(events, publisher.served))
+
+
 def run(modules: dict[str, Any], profile: bool, world: dict[str, int]) -> dict[str, float]:
     stream = modules["datasets"].open_dataset("synthetic", **world)
     events = list(itertools.islice(stream, EVENTS))
-    recommender = modules["pipeline"].OnlineRecommender(
-        modules["config"].ModelConfig(), modules["memory"].MemoryStore()
-    )
+    process = processor(modules)
     for start in range(0, WARM, BATCH):
-        recommender.process(events[start : start + BATCH])
+        process(events[start : start + BATCH])
     profiler = None
     if profile:
         from pyinstrument import Profiler
@@ -57,7 +76,7 @@ def run(modules: dict[str, Any], profile: bool, world: dict[str, int]) -> dict[s
         profiler.start()
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(WARM, EVENTS, BATCH):
-        recommender.process(events[start : start + BATCH])
+        process(events[start : start + BATCH])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if profiler is not None:
         profiler.stop()

@@ -43,13 +43,13 @@ def ours(
     """(triplets per wall second, per CPU second, per CPU second of the compiled kernel
     alone): `MatrixFactorization.learn`, one pass, the hardest of `negatives` uniform
     draws; candidates drawn and histories recorded as the service does."""
-    import torch
 
-    from consumers.model import learner
+    from consumers.model import mf
+    from consumers.model.base import Batch
     from consumers.model.config import ModelConfig
-    from consumers.model.learner import MatrixFactorization
+    from consumers.model.mf import MatrixFactorization
 
-    kernel = learner.pairwise_step
+    kernel = mf.pairwise_step
     kernel_cpu = [0.0]
 
     def timed_kernel(*args: Any) -> Any:
@@ -63,18 +63,17 @@ def ours(
     model.users.add_many(range(USERS))
     model.items.add_many(range(ITEMS))
     model.sync_rows()
-    u, i = torch.from_numpy(users[:limit]), torch.from_numpy(items[:limit])
-    weights = torch.ones(batch)
-    model.learn(u[:batch], i[:batch], weights)  # warm (compiled code loaded)
+    u, i = users[:limit].astype(np.int64), items[:limit].astype(np.int64)
+    model.learn(Batch.of_views(u[:batch], i[:batch]))  # warm (compiled code loaded)
     done = 0
-    learner.pairwise_step = timed_kernel
+    mf.pairwise_step = timed_kernel
     try:
         with Timer() as t:
             while done + batch <= limit:
-                model.learn(u[done : done + batch], i[done : done + batch], weights)
+                model.learn(Batch.of_views(u[done : done + batch], i[done : done + batch]))
                 done += batch
     finally:
-        learner.pairwise_step = kernel
+        mf.pairwise_step = kernel
     return done / t.seconds, done / t.cpu_seconds, done / kernel_cpu[0]
 
 

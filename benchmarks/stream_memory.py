@@ -1,4 +1,4 @@
-"""Memory of a running learner: resident bytes of one `OnlineRecommender` (default
+"""Memory of a running learner: resident bytes of one `OnlineLearner` and its `Publisher` (default
 settings, in-memory store) along a stream of a constant set of users and items.
 
 The stream: `--users` users (uniform activity) and `--items` items (Zipf 1.1
@@ -43,8 +43,10 @@ def main() -> None:
     pin_threads(1)
     import numpy as np
 
+    from consumers.learner import OnlineLearner
     from consumers.model.config import ModelConfig
-    from consumers.pipeline import OnlineRecommender
+    from consumers.model.mf import MatrixFactorization
+    from consumers.publisher import Publisher
     from consumers.sinks.memory import MemoryStore
     from streamer.events import ViewEvent
 
@@ -55,16 +57,18 @@ def main() -> None:
     cumulative = np.cumsum(weights / weights.sum())
     users = [f"u{n}" for n in range(args.users)]
     items = [f"i{n}" for n in range(args.items)]
-    recommender = OnlineRecommender(ModelConfig(), MemoryStore(), model_name="mf-bpr")
-    history = recommender.model.history
+    learner = OnlineLearner(MatrixFactorization(ModelConfig()))
+    publisher = Publisher(learner, MemoryStore())
+    history = learner.model.history
     started, points, done = time.perf_counter(), [], 0
     while done < args.events:
         user_rows = rng.integers(0, args.users, BATCH)
         item_rows = np.minimum(np.searchsorted(cumulative, rng.random(BATCH)), args.items - 1)
         ts = 1.7e9 + done / 1000
-        recommender.process(
-            [ViewEvent(users[u], items[i], ts) for u, i in zip(user_rows, item_rows, strict=True)]
-        )
+        events = [
+            ViewEvent(users[u], items[i], ts) for u, i in zip(user_rows, item_rows, strict=True)
+        ]
+        publisher.add(learner.learn(events, publisher.served))
         done += BATCH
         if done // args.every != (done - BATCH) // args.every:
             point = {
@@ -72,7 +76,7 @@ def main() -> None:
                 "rss_bytes": rss(),
                 "history_bytes": getattr(history, "nbytes", None),  # absent before the fix
                 "history_pairs": int(history.counts(np.arange(history.users)).sum()),
-                "served_users": len(recommender.served),
+                "served_users": len(publisher.served),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             points.append(point)

@@ -18,9 +18,11 @@ from consumers.durability.rendezvous import WorkerCheckpoints
 from consumers.health import Health, HealthPolicy
 from consumers.http import serve
 from consumers.ingest.kafka_source import KafkaEventSource
+from consumers.learner import OnlineLearner, Totals
 from consumers.metrics import LearnerMetrics
-from consumers.pipeline import OnlineRecommender
+from consumers.model.factory import make_model
 from consumers.preflight import check_consume
+from consumers.publisher import Publisher
 from consumers.service import ConsumeService
 from consumers.settings import ConsumeSettings
 from consumers.sinks.base import StoreUnavailable
@@ -122,27 +124,28 @@ def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         worker=None if worker is None else (worker.index, worker.count),
     )
     store = _store(settings)
-    publishing = settings.publishing()
-    recommender = (
-        OnlineRecommender(settings.model(), store, settings.model_name, **publishing)
+    config, search = settings.hyper_parameters(), settings.search()
+    learner = (
+        OnlineLearner(make_model(settings.model, config, search=search))
         if worker is None
-        else OnlineRecommender(
-            settings.model(),
-            store,
-            settings.model_name,
-            storage=worker.storage,
+        else OnlineLearner(
+            make_model(settings.model, config, worker.storage, search),
             popularity=worker.popularity(),
-            totals=worker.totals(),
-            totals_lock=worker.sync.lock,
-            owns=lambda user: source.owns(encode_key(user)),
-            **publishing,
+            totals=Totals((worker.totals(), worker.sync.lock)),
         )
+    )
+    publisher = Publisher(
+        learner,
+        store,
+        owns=None if worker is None else lambda user: source.owns(encode_key(user)),
+        **settings.publishing(),
     )
     if worker is not None:
         worker.mapped()
     service = ConsumeService(
         source,
-        recommender,
+        learner,
+        publisher,
         metrics,
         batch_size=settings.batch_size,
         max_wait_s=settings.max_wait_s,
@@ -166,7 +169,7 @@ def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         source.close()
         store.close()
         server.shutdown()
-        log.info("stopped after %d events", service.recommender.events)
+        log.info("stopped after %d events", service.learner.events)
         sys.stderr.flush()
 
 

@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
+from consumers.learner import OnlineLearner
 from consumers.metrics import LearnerMetrics
-from consumers.pipeline import OnlineRecommender
+from consumers.model.factory import make_model
+from consumers.publisher import Publisher
 from consumers.service import ConsumeService
 from consumers.settings import DemoSettings
 from consumers.sinks.memory import MemoryStore
@@ -28,15 +30,13 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
     settings.pin_threads()
     log = MemoryEventLog()
     store = MemoryStore(settings.prefix)
-    recommender = OnlineRecommender(
-        settings.model(),
-        store,
-        settings.model_name,
-        **settings.publishing(),
+    learner = OnlineLearner(
+        make_model(settings.model, settings.hyper_parameters(), search=settings.search())
     )
     service = ConsumeService(
         MemoryEventSource(log, VIEWS_TOPIC, "demo"),
-        recommender,
+        learner,
+        Publisher(learner, store, **settings.publishing()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=settings.batch_size,
         max_wait_s=0.0,
@@ -50,28 +50,26 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
                 log.send(event, VIEWS_TOPIC)
             while consumed := service.step():
                 bar.update(consumed)
-            series.append(_point(recommender, time.perf_counter() - started, series))
+            series.append(_point(learner, time.perf_counter() - started, series))
             bar.set_postfix(
                 loss=f"{service.smoothed_loss or 0:.3f}",
-                hr10=f"{recommender.quality.recent_hit_rate:.3f}",
-                pop_hr10=f"{recommender.popularity_quality.recent_hit_rate:.3f}",
+                hr10=f"{learner.quality.recent_hit_rate:.3f}",
+                pop_hr10=f"{learner.popularity_quality.recent_hit_rate:.3f}",
                 refresh=False,
             )
     elapsed = time.perf_counter() - started
-    users = recommender.model.users.raws(
-        range(min(settings.users_shown, len(recommender.model.users)))
-    )
+    users = learner.model.users.raws(range(min(settings.users_shown, len(learner.model.users))))
     report = {
-        "model": recommender.quality.summary(),
-        "popularity": recommender.popularity_quality.summary(),
-        "events": recommender.events,
-        "events_per_s": round(recommender.events / elapsed, 1),
-        "users": len(recommender.model.users),
-        "items": len(recommender.model.items),
+        "model": learner.quality.summary(),
+        "popularity": learner.popularity_quality.summary(),
+        "events": learner.events,
+        "events_per_s": round(learner.events / elapsed, 1),
+        "users": len(learner.model.users),
+        "items": len(learner.model.items),
         "top10": {str(user): _top10(store, user) for user in users},
         "series": series,
     }
-    _print_report(report, settings.model_name, out)
+    _print_report(report, learner.model.name, out)
     if settings.json_path:
         with open(settings.json_path, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
@@ -84,18 +82,18 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
 
 
 def _point(
-    recommender: OnlineRecommender, seconds: float, series: list[dict[str, float]]
+    learner: OnlineLearner, seconds: float, series: list[dict[str, float]]
 ) -> dict[str, float]:
     """One sample of the run: windowed quality, and throughput since the last sample."""
     last = series[-1] if series else {"events": 0, "seconds": 0.0}
     return {
-        "events": recommender.events,
+        "events": learner.events,
         "seconds": round(seconds, 3),
         "events_per_s": round(
-            (recommender.events - last["events"]) / max(seconds - last["seconds"], 1e-9), 1
+            (learner.events - last["events"]) / max(seconds - last["seconds"], 1e-9), 1
         ),
-        "hr@10": round(recommender.quality.recent_hit_rate, 4),
-        "popularity_hr@10": round(recommender.popularity_quality.recent_hit_rate, 4),
+        "hr@10": round(learner.quality.recent_hit_rate, 4),
+        "popularity_hr@10": round(learner.popularity_quality.recent_hit_rate, 4),
     }
 
 

@@ -22,8 +22,9 @@ from consumers.durability.manifest import Offsets, WorkerManifest
 from consumers.durability.policy import Checkpoints
 from consumers.health import Health
 from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicPartition
+from consumers.learner import OnlineLearner
 from consumers.metrics import LearnerMetrics
-from consumers.pipeline import OnlineRecommender, PublishResult
+from consumers.publisher import Publisher, PublishResult
 from streamer.events import InvalidRecord, ViewEvent, decode_view
 
 LOSS_SMOOTHING = 0.05
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ConsumeService:
-    """Drives an `OnlineRecommender` from an `EventSource` in micro-batches.
+    """Drives an `OnlineLearner`, then its `Publisher`, from an `EventSource` in micro-batches.
 
     A batch is `batch_size` records, or fewer once `max_wait_s` has passed since
     its first record arrived: with a huge `max_wait_s`, batches are count-based
@@ -42,7 +43,8 @@ class ConsumeService:
     """
 
     source: EventSource
-    recommender: OnlineRecommender
+    learner: OnlineLearner
+    publisher: Publisher
     metrics: LearnerMetrics
     batch_size: int = 512
     max_wait_s: float = 0.1
@@ -72,10 +74,11 @@ class ConsumeService:
         restored = self.checkpoints.read()
         if restored is None:
             return False
-        manifest = restored.manifest
-        self.recommender.load_state(restored.tensors, manifest.to_json(), restored.shared)
-        self.positions = _partition_map(manifest.positions)
-        self.applied = _partition_map(manifest.applied)
+        manifest = restored.manifest.to_json()
+        self.learner.load_state(restored.tensors, manifest, restored.shared)
+        self.publisher.load_state(restored.tensors, manifest, restored.shared)
+        self.positions = _partition_map(restored.manifest.positions)
+        self.applied = _partition_map(restored.manifest.applied)
         self.source.seek(self.positions)
         log.info("restored a checkpoint at %s", sorted(self.positions.items()))
         return True
@@ -92,8 +95,8 @@ class ConsumeService:
         full = len(self._buffer) >= self.batch_size
         if self._buffer and (full or self.clock() - self._buffer_since >= self.max_wait_s):
             self._apply_buffer()
-        elif not records and self.recommender.pending:
-            self._observe_publish(self.recommender.flush())
+        elif not records and self.publisher.pending:
+            self._observe_publish(self.publisher.flush())
         if self._checkpoint_due():
             self.checkpoint()
         elif self.checkpoints is not None and not self._records_since_checkpoint:
@@ -111,7 +114,7 @@ class ConsumeService:
 
     def shutdown(self) -> None:
         self._apply_buffer()
-        self._observe_publish(self.recommender.flush())
+        self._observe_publish(self.publisher.flush())
         if self.checkpoints is not None:
             self.checkpoints.finish(self.checkpoint)
 
@@ -127,7 +130,7 @@ class ConsumeService:
             log.warning("checkpoint postponed: %s", error)
             self.health.mark("checkpoint", False, f"postponed: {error}")
             ready = False
-        self._observe_publish(self.recommender.flush())
+        self._observe_publish(self.publisher.flush())
         try:
             if not self.checkpoints.write(self._snapshot, ready):
                 return False
@@ -144,10 +147,12 @@ class ConsumeService:
         return True
 
     def _snapshot(self) -> tuple[dict[str, Tensor], WorkerManifest]:
-        tensors, entries = self.recommender.state()
+        learner_tensors, learner_entries = self.learner.state()
+        publisher_tensors, publisher_entries = self.publisher.state()
+        entries = {**learner_entries, **publisher_entries}
         entries.update(positions=_partition_list(self.positions))
         entries.update(applied=_partition_list(self.applied))
-        return tensors, WorkerManifest.from_json(entries)
+        return {**learner_tensors, **publisher_tensors}, WorkerManifest.from_json(entries)
 
     def _checkpoint_due(self) -> bool:
         if self.checkpoints is None:
@@ -186,16 +191,16 @@ class ConsumeService:
         views = [r for r in records if r.topic != self.users_topic]
         events, arrivals = self._decode(views)
         if events:
-            result = self.recommender.process(events, arrivals)
+            learned = self.learner.learn(events, self.publisher.served, arrivals)
             self.metrics.events.labels("learned").inc(len(events))
-            self.metrics.train_batch_seconds.observe(result.learn_seconds)
-            if result.loss == result.loss:  # not NaN
-                self._observe_loss(result.loss)
-            self._observe_publish(result.publish)
+            self.metrics.train_batch_seconds.observe(learned.learn_seconds)
+            if learned.loss == learned.loss:  # not NaN
+                self._observe_loss(learned.loss)
+            self._observe_publish(self.publisher.add(learned))
         for record in records:
             if record.topic == self.users_topic:
                 self._apply_user_record(record)
-        skipped = self.recommender.model.skipped_events
+        skipped = self.learner.model.skipped_events
         if skipped > self._skipped_seen:
             self.metrics.skipped_events.labels("non_finite").inc(skipped - self._skipped_seen)
             self._skipped_seen = skipped
@@ -223,7 +228,7 @@ class ConsumeService:
             self.source.dead_letter(record, "not_utf8", str(error))
             self.metrics.dead_letters.labels("not_utf8").inc()
             return
-        self.recommender.forget_user(user)
+        self.publisher.forget_user(user, self.learner.forget_user(user))
         self.metrics.events.labels("forgotten").inc()
 
     def _decode(self, records: list[Record]) -> tuple[list[ViewEvent], list[float]]:
@@ -260,7 +265,7 @@ class ConsumeService:
         self.metrics.loss.set(self.smoothed_loss)
 
     def _observe_publish(self, result: PublishResult | None) -> None:
-        self.health.pending(self.recommender.pending)
+        self.health.pending(self.publisher.pending)
         if result is None:
             return
         self.health.mark("publish", result.ok, "" if result.ok else result.error or "failed")
@@ -273,21 +278,20 @@ class ConsumeService:
             self.metrics.freshness_seconds.observe(seconds)
 
     def _observe_state(self) -> None:
-        metrics, recommender = self.metrics, self.recommender
+        metrics, learner = self.metrics, self.learner
         metrics.records_since_checkpoint.set(self._records_since_checkpoint)
         for ranker, quality in (
-            ("model", recommender.quality),
-            ("popularity", recommender.popularity_quality),
+            ("model", learner.quality),
+            ("popularity", learner.popularity_quality),
         ):
             k = str(quality.k)
             metrics.online_hit_rate.labels(ranker, k, "all").set(quality.hit_rate)
             metrics.online_hit_rate.labels(ranker, k, "recent").set(quality.recent_hit_rate)
             metrics.online_ndcg.labels(ranker, k, "all").set(quality.ndcg)
             metrics.online_ndcg.labels(ranker, k, "recent").set(quality.recent_ndcg)
-        model = recommender.model
-        for name, table in (("user", model.user_table), ("item", model.item_table)):
-            metrics.embedding_rows.labels(name).set(table.rows)
-            metrics.embedding_capacity.labels(name).set(table.capacity)
+        for name, size in learner.model.table_sizes().items():
+            metrics.embedding_rows.labels(name).set(size.rows)
+            metrics.embedding_capacity.labels(name).set(size.capacity)
         lags = self.source.lag()
         for topic, partition in self._lagging - lags.keys():  # read by another member now
             metrics.consumer_lag.remove(topic, str(partition))

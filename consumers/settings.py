@@ -22,6 +22,7 @@ from consumers.model.config import (
     SearchConfig,
     TopNIndexName,
 )
+from consumers.model.factory import ModelName, described
 from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
@@ -68,6 +69,7 @@ class TrainingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
 
+    model: ModelName = Field("mf", description=f"which model learns ({described()})")
     dim: int = Field(64, ge=1, le=4096, description="length of every user and item vector")
     loss: LossName = Field(
         "bpr", description="training loss: bpr (pairwise logistic) or triplet (margin)"
@@ -112,7 +114,7 @@ class TrainingSettings(BaseSettings):
         description="HNSW search breadth (recall@10 at 1M items: 64 -> 0.956, 96 -> 0.976)",
     )
 
-    def model(self) -> ModelConfig:
+    def hyper_parameters(self) -> ModelConfig:
         return ModelConfig(
             dim=self.dim,
             loss=self.loss,
@@ -134,9 +136,8 @@ class TrainingSettings(BaseSettings):
         )
 
     def publishing(self) -> dict[str, Any]:
-        """`OnlineRecommender`'s publishing options."""
+        """The `Publisher`'s intervals."""
         return {
-            "search": self.search(),
             "publish_interval_s": self.publish_interval_s,
             "similar_interval_s": self.similar_interval_s,
         }
@@ -144,10 +145,6 @@ class TrainingSettings(BaseSettings):
     def pin_threads(self) -> None:
         """One process, `threads` cores: oversubscribed BLAS threads collapse throughput."""
         torch.set_num_threads(self.threads)
-
-    @property
-    def model_name(self) -> str:
-        return f"mf-{self.loss}"
 
 
 class ConsumeSettings(TrainingSettings):

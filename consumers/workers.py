@@ -108,7 +108,7 @@ def restore_shared(worker: Worker, settings: ConsumeSettings) -> bool:
     if checkpoint is None:
         return False
     shared = checkpoint.shared
-    config = settings.model()
+    config = settings.hyper_parameters()
     storage = worker.storage(config, torch.Generator())
     storage.users.load_state(section(shared, "user_ids."))
     storage.items.load_state(section(shared, "item_ids."))

@@ -1,4 +1,5 @@
-"""Learner processes for integration tests: start `recstream consume`, wait on Redis, stop."""
+"""Learners for tests: in this process (`online`: a learner and its publisher), or as
+`recstream consume` processes for integration tests (start, wait on Redis, stop)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,63 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import redis
+from torch import Tensor
+
+from consumers.learner import LearnedBatch, OnlineLearner
+from consumers.model.config import ModelConfig
+from consumers.model.factory import StorageFactory
+from consumers.model.mf import MatrixFactorization
+from consumers.model.popularity import Popularity
+from consumers.model.storage import local_storage
+from consumers.publisher import Publisher, PublishResult
+from consumers.sinks.base import RecommendationStore
+from consumers.sinks.memory import MemoryStore
+from streamer.events import Id, ViewEvent
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Online(NamedTuple):
+    """A learner and its publisher, driven as the service drives them."""
+
+    learner: OnlineLearner
+    publisher: Publisher
+
+    def process(
+        self, events: list[ViewEvent], arrivals: list[float] | None = None
+    ) -> tuple[LearnedBatch, PublishResult | None]:
+        learned = self.learner.learn(events, self.publisher.served, arrivals)
+        return learned, self.publisher.add(learned)
+
+    def forget_user(self, raw: Id) -> None:
+        self.publisher.forget_user(raw, self.learner.forget_user(raw))
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Both parts' state, as a checkpoint holds it."""
+        learner_tensors, learner_manifest = self.learner.state()
+        publisher_tensors, publisher_manifest = self.publisher.state()
+        return {**learner_tensors, **publisher_tensors}, {**learner_manifest, **publisher_manifest}
+
+
+def online(
+    config: ModelConfig,
+    store: RecommendationStore | None = None,
+    clock: Callable[[], float] = time.time,
+    publish_interval_s: float = 0.0,
+    similar_interval_s: float = 0.0,
+    storage: StorageFactory = local_storage,
+    popularity: Popularity | None = None,
+    owns: Callable[[Id], bool] | None = None,
+) -> Online:
+    """Matrix factorisation learning from `config`, publishing to `store` (default: memory)."""
+    learner = OnlineLearner(MatrixFactorization(config, storage), popularity)
+    publisher = Publisher(
+        learner, store or MemoryStore(), clock, publish_interval_s, similar_interval_s, owns
+    )
+    return Online(learner, publisher)
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
@@ -36,11 +37,11 @@ from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
 from consumers.model.history import History
-from consumers.pipeline import OnlineRecommender
 from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC, ViewEvent
+from tests.learners import online
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WRITTEN_BEFORE = FIXTURES / "checkpoint-v1" / "ckpt-000000000001"
@@ -154,7 +155,7 @@ def test_a_checkpoint_written_before_the_typed_manifest_restores_the_same() -> N
 def build(log: MemoryEventLog, directory: Path, group: str = "learners") -> ConsumeService:
     return ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC, USERS_TOPIC], group),
-        OnlineRecommender(ModelConfig(dim=16, seed=3), MemoryStore()),
+        *online(ModelConfig(dim=16, seed=3), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=100,
         max_wait_s=1e9,
@@ -193,11 +194,11 @@ def test_a_restored_learner_applies_every_event_exactly_once(tmp_path: Path) -> 
 
     for service in (restored, unbroken):
         assert service.applied == {(VIEWS_TOPIC, 0): 2000, (USERS_TOPIC, 0): 1}
-        assert service.recommender.events == 2000
+        assert service.learner.events == 2000
     for name in ("user_table", "item_table"):
         torch.testing.assert_close(
-            getattr(restored.recommender.model, name).weight,
-            getattr(unbroken.recommender.model, name).weight,
+            getattr(restored.learner.model, name).weight,
+            getattr(unbroken.learner.model, name).weight,
         )
     assert log.committed[("learners", VIEWS_TOPIC, 0)] == 2000
 
@@ -209,20 +210,20 @@ def test_a_forgotten_user_stays_forgotten_across_a_restart(tmp_path: Path) -> No
         log.send(ViewEvent(user, item, 1.0), VIEWS_TOPIC)
     drain(service)
     service.shutdown()  # learns the part batch it holds, checkpoints
-    store = service.recommender.store
+    store = service.publisher.store
     assert store.get("rs:user:gone:top") and store.get("rs:user:gone:vec")
     log.append(USERS_TOPIC, b"gone", None)
     drain(service)
     service.shutdown()
     assert store.get("rs:user:gone:top") is None and store.get("rs:user:gone:vec") is None
     assert store.get("rs:user:kept:top") is not None
-    assert service.recommender.model.users.row("gone") is None
+    assert service.learner.model.users.row("gone") is None
 
     restored = build(log, tmp_path)
     assert restored.restore()
-    model = restored.recommender.model
+    model = restored.learner.model
     assert model.users.row("gone") is None and model.users.row("kept") is not None
-    assert not model.user_table.weight[0].any()  # "gone" had row 0: its vector is wiped
+    assert not model.user_vectors(np.array([0])).any()  # "gone" had row 0: its vector is wiped
     assert model.history.items(0).size == 0
 
 
@@ -231,12 +232,12 @@ def test_a_users_history_forgotten_by_its_worker_is_not_brought_back_by_another_
 ) -> None:
     """Only a user's own worker forgets them; the copy of their history another worker
     restored earlier must not come back when the parts are united, for any N."""
-    recommender = OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore())
-    recommender.process([ViewEvent("gone", 1, 1.0), ViewEvent("gone", 2, 1.0)])
-    recommender.process([ViewEvent("kept", 1, 1.0)])
-    stale, _ = recommender.state()  # what another worker holds
-    recommender.forget_user("gone")
-    tensors, entries = recommender.state()
+    pair = online(ModelConfig(dim=8, seed=1), MemoryStore())
+    pair.process([ViewEvent("gone", 1, 1.0), ViewEvent("gone", 2, 1.0)])
+    pair.process([ViewEvent("kept", 1, 1.0)])
+    stale, _ = pair.state()  # what another worker holds
+    pair.publisher.forget_user("gone", pair.learner.forget_user("gone"))
+    tensors, entries = pair.state()
     offsets = [[VIEWS_TOPIC, 0, 3]]
     manifest = WorkerManifest.from_json(dict(entries, positions=offsets, applied=offsets))
     temp = staging_dir(tmp_path, "run-epoch-1")
@@ -264,6 +265,6 @@ def test_a_single_part_checkpoint_of_an_earlier_learner_is_restored(tmp_path: Pa
     write_one_part(tmp_path / "old", "tensors", tensors, manifest.to_json())  # the earlier layout
     restored = build(log, tmp_path / "old")
     assert restored.restore()
-    model = restored.recommender.model
+    model = restored.learner.model
     assert model.users.row("b") == 1 and model.history.items(0).tolist() == [0, 1]
     assert restored.applied == {(VIEWS_TOPIC, 0): 3}

@@ -42,6 +42,7 @@ def test_json_options_from_a_flag() -> None:
         ({"dim": "0"}, "dim"),
         ({"batch_size": "many"}, "batch_size"),
         ({"loss": "hinge"}, "loss"),
+        ({"model": "als"}, "model"),
         ({"config": "/nonexistent.toml"}, "cannot read config file"),
     ],
 )

@@ -26,8 +26,7 @@ from consumers.ingest.kafka_source import KafkaEventSource
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
-from consumers.model.learner import MatrixFactorization
-from consumers.pipeline import OnlineRecommender
+from consumers.model.mf import MatrixFactorization
 from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import Publication, decode_vector
@@ -39,7 +38,7 @@ from streamer.events import (
     encode_key,
     encode_view,
 )
-from tests.learners import wait_for
+from tests.learners import online, wait_for
 
 DLQ = VIEWS_TOPIC + DEAD_LETTER_SUFFIX
 
@@ -73,7 +72,7 @@ def service(
 ) -> ConsumeService:
     return ConsumeService(
         source,
-        OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
+        *online(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=batch_size,
         max_wait_s=1e9,
@@ -110,7 +109,7 @@ def test_dead_letter_topic_down_nothing_is_checkpointed_or_committed_past_the_ba
     source.down = True
     learner = service(source, tmp_path)
     drain(learner)  # 301 records: 3 batches, checkpoints due after each
-    assert learner.recommender.events == 299  # learning goes on (one view still buffered)
+    assert learner.learner.events == 299  # learning goes on (one view still buffered)
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint is not None and checkpoint.manifest.applied == ((VIEWS_TOPIC, 0, 100),)
     assert committed(log) == 100  # before the bad record, never past it
@@ -127,7 +126,7 @@ def test_dead_letter_topic_down_nothing_is_checkpointed_or_committed_past_the_ba
     assert [letter.value for letter in letters] == [b"not json"]
     assert log.headers[(DLQ, 0, 0)][REASON_HEADER] == "not_json"
     assert committed(log) == 301
-    assert restarted.recommender.events == 300
+    assert restarted.learner.events == 300
 
 
 def test_dead_letters_are_delivered_and_committed_once_the_topic_is_back(tmp_path: Path) -> None:
@@ -152,7 +151,7 @@ def test_without_checkpoints_nothing_is_committed_so_a_restart_learns_it_all_aga
         learner = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), None)
         drain(learner)
         learner.shutdown()
-        assert learner.recommender.events == 300
+        assert learner.learner.events == 300
         assert committed(log) is None
     assert len(log.partitions_of(DLQ)[0]) == 2  # the bad record, dead-lettered by each run
 
@@ -230,7 +229,8 @@ def test_a_view_that_would_go_non_finite_is_skipped_counted_and_the_rest_learned
     for i in range(20):
         log.send(ViewEvent(f"u{i % 4}", f"i{i % 6}", 1.0), VIEWS_TOPIC)
     drain(learner)
-    model, recommender = learner.recommender.model, learner.recommender
+    model = learner.learner.model
+    assert isinstance(model, MatrixFactorization)
     fine = [ViewEvent(f"u{i % 4}", f"i{i % 6 + 1}", 1.0) for i in range(9)]
     for event in [*fine, ViewEvent("u0", "i9", 1.0, weight=weight)]:
         log.send(event, VIEWS_TOPIC)
@@ -246,8 +246,8 @@ def test_a_view_that_would_go_non_finite_is_skipped_counted_and_the_rest_learned
     assert u0 is not None and i9 is not None
     assert not model.history.watched(np.array([u0]), np.array([i9])).any()  # no trace of it
     assert all(model.history.watched(*_rows(model, fine)))  # the rest were learned
-    assert recommender.popularity.scores([i9]) == [0.0]
-    store = recommender.store
+    assert learner.learner.popularity.scores([i9]) == [0.0]
+    store = learner.publisher.store
     assert isinstance(store, MemoryStore)
     assert store.get_hash("rs:meta")["events"] == "29"
     popular = json.loads(store.get("rs:popular") or b"null")
@@ -302,17 +302,17 @@ class Clock:
 @pytest.mark.parametrize("empty", [True, False])
 def test_after_an_outage_a_store_that_lost_its_keys_gets_everything_again(empty: bool) -> None:
     store, clock = WipedStore(), Clock()
-    recommender = OnlineRecommender(ModelConfig(dim=8, top_n=5), store, clock=clock)
+    pair = online(ModelConfig(dim=8, top_n=5), store, clock=clock)
     users = [f"u{n}" for n in range(30)]
-    recommender.process([ViewEvent(user, n % 7, 1.0) for n, user in enumerate(users)])
+    pair.process([ViewEvent(user, n % 7, 1.0) for n, user in enumerate(users)])
     store.down = True
-    assert recommender.process([ViewEvent("u0", 3, 1.0)]).publish is not None
+    assert pair.process([ViewEvent("u0", 3, 1.0)])[1] is not None
     store.restart(empty)
     clock.now += 60  # past the backoff
-    recommender.process([ViewEvent("u1", 4, 1.0)])
+    pair.process([ViewEvent("u1", 4, 1.0)])
     assert store.published_users[-1] == 2  # the pending changes first
-    while recommender.pending:
-        recommender.flush()
+    while pair.publisher.pending:
+        pair.publisher.flush()
     if empty:
         assert store.published_users[-1] == 30  # then everyone: the store had lost them
     else:
@@ -361,7 +361,7 @@ def test_a_failure_applying_a_batch_keeps_its_records_and_a_restart_applies_each
         log.send(ViewEvent(f"u{i % 13}", f"i{i % 17}", 1.0), VIEWS_TOPIC)
     learner = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), tmp_path)
     learner.step()  # the first batch of 100, checkpointed and committed
-    monkeypatch.setattr(learner.recommender, "process", _fail)
+    monkeypatch.setattr(learner.learner, "learn", _fail)
     with pytest.raises(RuntimeError, match="injected"):
         learner.step()
     assert len(learner._buffer) == 100  # kept, and not committed
@@ -370,7 +370,7 @@ def test_a_failure_applying_a_batch_keeps_its_records_and_a_restart_applies_each
     assert restarted.restore()
     drain(restarted)
     restarted.shutdown()
-    assert restarted.recommender.events == 250
+    assert restarted.learner.events == 250
     assert applied(tmp_path) == 250
 
 
@@ -395,7 +395,7 @@ def step_until_polled(learner: ConsumeService, records: int) -> None:
 def kafka_learner(bootstrap: str, topic: str, directory: Path, batch_size: int) -> ConsumeService:
     return ConsumeService(
         KafkaEventSource(bootstrap, topic, f"{topic}.learners"),
-        OnlineRecommender(ModelConfig(dim=8, seed=1), MemoryStore()),
+        *online(ModelConfig(dim=8, seed=1), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=batch_size,
         max_wait_s=1e9,
@@ -421,7 +421,7 @@ def test_a_failing_revoke_handler_is_raised_from_poll_and_its_records_are_read_a
     produce(kafka_bootstrap, kafka_topic, 0, 40)
     first = kafka_learner(kafka_bootstrap, kafka_topic, tmp_path, batch_size=1000)
     step_until_polled(first, 40)
-    monkeypatch.setattr(first.recommender, "process", _fail)
+    monkeypatch.setattr(first.learner, "learn", _fail)
     joined = threading.Event()
     second = KafkaConsumer(
         bootstrap_servers=kafka_bootstrap, group_id=f"{kafka_topic}.learners",
@@ -433,7 +433,7 @@ def test_a_failing_revoke_handler_is_raised_from_poll_and_its_records_are_read_a
     try:
         with pytest.raises(RuntimeError, match="injected"):
             wait_for(lambda: first.step() < 0, 30, "the revoke handler's error")
-        assert len(first._buffer) == 40 and first.recommender.events == 0
+        assert len(first._buffer) == 40 and first.learner.events == 0
     finally:
         first.source.close()  # as if the process died: nothing more is committed
         joined.set()
@@ -446,7 +446,7 @@ def test_a_failing_revoke_handler_is_raised_from_poll_and_its_records_are_read_a
     step_until_polled(again, 60)
     again.shutdown()
     again.source.close()
-    assert again.recommender.events == 60 and applied(tmp_path) == 60
+    assert again.learner.events == 60 and applied(tmp_path) == 60
 
 
 def test_consumer_lag_counts_records_waiting_unread_then_zero(
@@ -466,7 +466,7 @@ def test_consumer_lag_counts_records_waiting_unread_then_zero(
         }
 
     step_until_polled(learner, 5)
-    assert learner.recommender.events == 5
+    assert learner.learner.events == 5
     assert sum(learner.source.lag().values()) == sum(lags().values()) == 35
     step_until_polled(learner, 35)
     learner.step()

@@ -41,7 +41,6 @@ from pydantic import SecretStr
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
-from consumers.pipeline import OnlineRecommender
 from consumers.preflight import check_redis
 from consumers.service import ConsumeService
 from consumers.sinks.base import StoreUnavailable
@@ -51,7 +50,7 @@ from consumers.sinks.schema import Publication
 from streamer.events import DEAD_LETTER_SUFFIX, VIEWS_TOPIC, ViewEvent
 from streamer.preflight import PreflightError, check_kafka, check_kafka_options
 from streamer.producer import ViewProducer
-from tests.learners import ROOT, Learner, meta_events, wait_for
+from tests.learners import ROOT, Learner, meta_events, online, wait_for
 
 KAFKA_PASSWORD = "kafka-Secret-7f3a"
 REDIS_PASSWORD = "redis-Secret-91c2"
@@ -362,7 +361,7 @@ def test_a_store_refusing_later_puts_its_reason_in_health_and_the_log(
         log.send(ViewEvent(f"u{n % 3}", f"i{n % 5}", 1.0), VIEWS_TOPIC)
     service = ConsumeService(
         MemoryEventSource(log, VIEWS_TOPIC, "learners"),
-        OnlineRecommender(ModelConfig(dim=8, seed=1), RefusingStore()),
+        *online(ModelConfig(dim=8, seed=1), RefusingStore()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=20,
         max_wait_s=1e9,

@@ -33,7 +33,7 @@ from kafka.admin import KafkaAdminClient
 
 from consumers.durability.host import SHARED_PART, Checkpoint, latest_checkpoint, worker_state
 from consumers.model.config import ModelConfig
-from consumers.model.learner import MatrixFactorization
+from consumers.model.mf import MatrixFactorization
 from streamer.datasets.synthetic import SyntheticConfig, id_index, plant_world, synthetic_views
 from streamer.events import (
     INVALID_REASONS,

@@ -30,12 +30,11 @@ from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
 from consumers.metrics import LearnerMetrics
 from consumers.model.config import ModelConfig
-from consumers.pipeline import OnlineRecommender
 from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from streamer.events import INVALID_REASONS, VIEWS_TOPIC
 from tests.conftest import allocate_redis_db
-from tests.learners import Learner, free_port, wait_for
+from tests.learners import Learner, free_port, online, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "ops" / "prometheus"
@@ -402,7 +401,7 @@ def test_the_learner_exports_whether_it_checkpoints(checkpoints: bool, tmp_path:
     registry = CollectorRegistry()
     ConsumeService(
         MemoryEventSource(MemoryEventLog(), VIEWS_TOPIC, "learners"),
-        OnlineRecommender(ModelConfig(dim=4), MemoryStore()),
+        *online(ModelConfig(dim=4), MemoryStore()),
         LearnerMetrics(registry),
         checkpoints=LocalCheckpoints(CheckpointPolicy(tmp_path)) if checkpoints else None,
     )

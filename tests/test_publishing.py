@@ -12,9 +12,9 @@ import numpy as np
 from consumers.model.config import ModelConfig
 from consumers.model.popularity import Popularity
 from consumers.model.shared import SharedIdRegistry
-from consumers.pipeline import OnlineRecommender
 from consumers.sinks.memory import MemoryStore
 from streamer.events import ViewEvent
+from tests.learners import online
 
 
 class Clock:
@@ -31,37 +31,37 @@ def views(pairs: list[tuple[str, int]]) -> list[ViewEvent]:
 
 def test_batches_within_the_interval_are_published_once() -> None:
     store, clock = MemoryStore(), Clock()
-    recommender = OnlineRecommender(ModelConfig(dim=4), store, clock=clock, publish_interval_s=1.0)
-    first = recommender.process(views([("a", 1), ("b", 2)]))
-    assert first.publish is not None and first.publish.users == 2
+    pair = online(ModelConfig(dim=4), store, clock=clock, publish_interval_s=1.0)
+    _, first = pair.process(views([("a", 1), ("b", 2)]))
+    assert first is not None and first.users == 2
     clock.now += 0.3
-    assert recommender.process(views([("a", 3)])).publish is None
+    assert pair.process(views([("a", 3)]))[1] is None
     clock.now += 0.3
-    assert recommender.process(views([("a", 4), ("c", 1)])).publish is None
-    assert recommender.pending
+    assert pair.process(views([("a", 4), ("c", 1)]))[1] is None
+    assert pair.publisher.pending
     assert json.loads(store.get("rs:user:a:top") or b"null")["version"] == 1
     clock.now += 0.5  # the interval has passed: the next batch publishes what waited
-    result = recommender.process(views([("d", 2)]))
-    assert result.publish is not None and result.publish.users == 3  # a, c, d: a once
-    assert len(result.publish.freshness) == 4  # every event that waited
+    _, result = pair.process(views([("d", 2)]))
+    assert result is not None and result.users == 3  # a, c, d: a once
+    assert len(result.freshness) == 4  # every event that waited
     assert json.loads(store.get("rs:user:a:top") or b"null")["version"] == 2
-    assert not recommender.pending
+    assert not pair.publisher.pending
 
 
 def test_flush_publishes_at_once_whatever_the_interval() -> None:
     store, clock = MemoryStore(), Clock()
-    recommender = OnlineRecommender(ModelConfig(dim=4), store, clock=clock, publish_interval_s=60.0)
-    recommender.process(views([("a", 1), ("b", 2)]))
-    assert recommender.process(views([("c", 3)])).publish is None
-    result = recommender.flush()  # what the service calls when idle and before checkpoints
+    pair = online(ModelConfig(dim=4), store, clock=clock, publish_interval_s=60.0)
+    pair.process(views([("a", 1), ("b", 2)]))
+    assert pair.process(views([("c", 3)]))[1] is None
+    result = pair.publisher.flush()  # what the service calls when idle and before checkpoints
     assert result is not None and result.ok and result.users == 1
     assert store.get("rs:user:c:top") is not None
 
 
 def test_every_batch_publishes_by_default() -> None:
-    recommender = OnlineRecommender(ModelConfig(dim=4), MemoryStore(), clock=Clock())
+    pair = online(ModelConfig(dim=4), MemoryStore(), clock=Clock())
     for pairs in ([("a", 1)], [("a", 2)], [("b", 1)]):
-        assert recommender.process(views(pairs)).publish is not None
+        assert pair.process(views(pairs))[1] is not None
 
 
 def test_a_limited_ranking_is_the_head_of_the_full_one() -> None:

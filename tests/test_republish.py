@@ -15,11 +15,11 @@ from consumers.model.config import ModelConfig
 from consumers.model.popularity import Popularity
 from consumers.model.shared import open_array
 from consumers.model.storage import SharedLayout, Storage, local_storage, shared_storage
-from consumers.pipeline import OnlineRecommender
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import Publication
 from streamer.events import Id, ViewEvent
+from tests.learners import Online, online
 
 
 class Host:
@@ -70,9 +70,7 @@ def views(user: str, items: list[int]) -> list[ViewEvent]:
     return [ViewEvent(user, item, 1.0) for item in items]
 
 
-def lose_keys_and_republish(
-    host: Host, clock: Clock, workers: dict[str, OnlineRecommender]
-) -> None:
+def lose_keys_and_republish(host: Host, clock: Clock, workers: dict[str, Online]) -> None:
     """An outage during a batch each, a store that comes back empty, then the catch-up."""
     host.down = True
     for name, worker in workers.items():
@@ -81,8 +79,8 @@ def lose_keys_and_republish(
     host.down = False
     clock.now += 60
     for worker in workers.values():
-        worker.flush()  # publishes the waiting batch, probes older users: their keys are gone
-        worker.flush()  # every (own, live) user again
+        worker.publisher.flush()  # the waiting batch; probes older users: their keys are gone
+        worker.publisher.flush()  # every (own, live) user again
 
 
 def shared(directory: Path, lock: threading.Lock) -> tuple[SharedLayout, Popularity]:
@@ -102,14 +100,14 @@ def test_a_forgotten_user_stays_forgotten_when_the_store_loses_its_keys(
             return local_storage(config, generator)
         return shared_storage(layout, config, generator, lock)
 
-    recommender = OnlineRecommender(
+    worker = online(
         ModelConfig(dim=4), Client(host, "a"), clock=clock, storage=storage, popularity=popularity
     )
     for user, items in {"a1": [1, 2], "a2": [3], "a3": [2, 4]}.items():
-        recommender.process(views(user, items))
-    recommender.forget_user("a1")
-    recommender.flush()
-    lose_keys_and_republish(host, clock, {"a": recommender})
+        worker.process(views(user, items))
+    worker.forget_user("a1")
+    worker.publisher.flush()
+    lose_keys_and_republish(host, clock, {"a": worker})
     assert set(host.writers) == {"a2", "a3"}
     assert not any(key.startswith("rs:user:a1:") for key in host.strings)
 
@@ -118,7 +116,7 @@ def test_each_worker_republishes_only_the_users_it_owns(tmp_path: Path) -> None:
     host, clock, lock = Host(), Clock(), threading.Lock()
     layout, popularity = shared(tmp_path, lock)
     workers = {
-        name: OnlineRecommender(
+        name: online(
             ModelConfig(dim=4),
             Client(host, name),
             clock=clock,
@@ -132,7 +130,7 @@ def test_each_worker_republishes_only_the_users_it_owns(tmp_path: Path) -> None:
     for user, items in watched.items():
         workers[user[0]].process(views(user, items))
     workers["a"].forget_user("a1")
-    workers["a"].flush()
+    workers["a"].publisher.flush()
     lose_keys_and_republish(host, clock, workers)
     del watched["a1"]
     watched["a2"].append(5)  # learned during the outage
@@ -149,8 +147,8 @@ def test_a_restored_worker_keeps_only_its_own_live_users_to_publish(tmp_path: Pa
     host, clock, lock = Host(), Clock(), threading.Lock()
     layout, popularity = shared(tmp_path, lock)
 
-    def worker(name: str) -> OnlineRecommender:
-        return OnlineRecommender(
+    def worker(name: str) -> Online:
+        return online(
             ModelConfig(dim=4),
             Client(host, name),
             clock=clock,
@@ -167,7 +165,8 @@ def test_a_restored_worker_keeps_only_its_own_live_users_to_publish(tmp_path: Pa
     host.down = False
     for name in "ab":  # after it, two workers, both handed every unpublished user
         restored = worker(name)
-        restored.load_state(tensors, manifest, shared=False)
-        restored.flush()
+        restored.learner.load_state(tensors, manifest, shared=False)
+        restored.publisher.load_state(tensors, manifest, shared=False)
+        restored.publisher.flush()
     assert set(host.writers) == {"a2", "b1"}
     assert all(writers == {user[0]} for user, writers in host.writers.items())

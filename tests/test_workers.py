@@ -19,7 +19,7 @@ from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import ViewEvent
 from streamer.producer import ViewProducer
 from tests.conftest import RedisTarget
-from tests.learners import Learner, free_ports, meta_events, wait_for
+from tests.learners import Learner, free_ports, meta_events, online, wait_for
 from tests.test_durability import (
     applied_per_partition,
     cluster_share,
@@ -144,7 +144,6 @@ def unbroken_share(events: list[ViewEvent], config: SyntheticConfig, directory: 
     from consumers.ingest.memory import MemoryEventLog, MemoryEventSource
     from consumers.metrics import LearnerMetrics
     from consumers.model.config import ModelConfig
-    from consumers.pipeline import OnlineRecommender
     from consumers.service import ConsumeService
     from consumers.sinks.memory import MemoryStore
     from streamer.events import VIEWS_TOPIC
@@ -154,7 +153,7 @@ def unbroken_share(events: list[ViewEvent], config: SyntheticConfig, directory: 
         log.send(event, VIEWS_TOPIC)
     service = ConsumeService(
         MemoryEventSource(log, [VIEWS_TOPIC], "unbroken"),
-        OnlineRecommender(ModelConfig(dim=16, seed=7), MemoryStore()),
+        *online(ModelConfig(dim=16, seed=7), MemoryStore()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=250,
         checkpoints=LocalCheckpoints(CheckpointPolicy(directory, None, None)),

@@ -316,10 +316,10 @@ def _cost(report: dict[str, Any]) -> list[str]:
         "## Update cost",
         "",
         f"Seconds to take in {chunk:,} events during the test, mean over seeds. Our learner: "
-        "the sum of its `OnlineRecommender.process` calls (learning, then publishing top-N, "
-        "similar items and vectors to an in-memory store); 'learning only' is the pipeline's "
-        "learn time. Peers: the retrain from scratch or `fit_partial` at the chunk end (no "
-        "publishing). Initial fit = learning the first 80%.",
+        "the sum of its `OnlineLearner.learn` and `Publisher.add` calls (learning, then "
+        "publishing top-N, similar items and vectors to an in-memory store); 'learning only' "
+        "is the learner's learn time. Peers: the retrain from scratch or `fit_partial` at the "
+        "chunk end (no publishing). Initial fit = learning the first 80%.",
         "",
         *_table(
             [

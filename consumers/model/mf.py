@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from consumers.model.ann import LiveSearch, make_index
+from consumers.model.base import Batch, Floats, Ranking, Rows, Step, TableSize
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.history import History
 from consumers.model.kernel import hyper_parameters, pairwise_step
@@ -20,22 +20,12 @@ from consumers.model.topn import top_n
 from streamer.events import Id
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What `learn` did: the first pass's weighted mean loss (nan if none), which views
-    were learned (the others were skipped as non-finite), and the negative rows used."""
-
-    loss: float
-    learned: np.ndarray
-    negatives: np.ndarray
-
-
 class MatrixFactorization:
     """User and item tables; the score of (user, item) is their dot product.
 
-    `learn` takes rows already mapped by the registries, so the caller decides
-    when ids become rows; `history` holds each user's watched item rows, which
-    top-N excludes.
+    The first `Model` (consumers/model/base.py). `learn` takes rows already mapped by
+    the registries, so the caller decides when ids become rows; `history` holds each
+    user's watched item rows, which top-N excludes.
     """
 
     def __init__(
@@ -56,6 +46,10 @@ class MatrixFactorization:
         self.item_table = ids_and_rows.item_table
         self.history = History()
         self.skipped_events = 0
+
+    @property
+    def name(self) -> str:
+        return f"mf-{self.config.loss}"
 
     def sync_rows(self) -> None:
         """Give every registered id a table row (and every user a history)."""
@@ -100,7 +94,7 @@ class MatrixFactorization:
         self.history.load(tensors["history_offsets"], tensors["history_items"])
         self.generator.set_state(tensors["generator"])
 
-    def learn(self, user_rows: Tensor, item_rows: Tensor, weights: Tensor) -> Step:
+    def learn(self, batch: Batch) -> Step:
         """`config.passes` steps on one batch of views, with fresh negatives each pass.
 
         The views join the users' histories first (so a user's other positives here
@@ -109,15 +103,15 @@ class MatrixFactorization:
         history, not learned in later passes); the rest of the batch is learned.
         """
         self.sync_rows()
-        users = user_rows.numpy().astype(np.int64, copy=False)
-        items = item_rows.numpy().astype(np.int64, copy=False)
+        users = batch.users.astype(np.int64, copy=False)
+        items = batch.items.astype(np.int64, copy=False)
         added = self.history.add(users, items)
         learned = np.ones(users.size, dtype=np.bool_)
         if self.item_table.rows < 2 or users.size == 0:  # nothing to contrast yet
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
         config = self.config
         user_table, item_table = self.user_table, self.item_table
-        weights_array = weights.numpy().astype(np.float32, copy=False)
+        weights_array = batch.weights.astype(np.float32, copy=False)
         loss, used = float("nan"), []
         for done in range(config.passes):
             candidates = uniform_candidates(
@@ -179,32 +173,62 @@ class MatrixFactorization:
             self._live_search[kind] = live
         return live
 
-    def recommend(self, user_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    def recommend(self, user_rows: Rows, n: int) -> Ranking:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""
         self.sync_rows()
-        offsets, watched = self.history.lists(user_rows.numpy())
+        queries = self.user_table.weight[torch.from_numpy(user_rows)]
+        offsets, watched = self.history.lists(user_rows)
         approximate = self._approximate("recommend")
         if approximate is not None:
             per_user = np.split(watched, offsets[1:-1])
-            return approximate.search(
-                self.user_table.weight[user_rows], self.item_table.weight, n, per_user
-            )
+            return _ranking(approximate.search(queries, self.item_table.weight, n, per_user))
         exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-        return top_n(
-            self.user_table.weight[user_rows],
-            self.item_table.weight,
-            n,
-            torch.from_numpy(exclude_rows),
-            torch.from_numpy(watched),
+        return _ranking(
+            top_n(
+                queries,
+                self.item_table.weight,
+                n,
+                torch.from_numpy(exclude_rows),
+                torch.from_numpy(watched),
+            )
         )
 
-    def similar(self, item_rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    def similar(self, item_rows: Rows, n: int) -> Ranking:
         """Top-`n` (cosine, item rows) per item, the item itself excluded."""
         self.sync_rows()
+        rows = torch.from_numpy(item_rows)
         approximate = self._approximate("similar")
         if approximate is not None:
-            queries = torch.nn.functional.normalize(self.item_table.weight[item_rows], dim=1)
+            queries = torch.nn.functional.normalize(self.item_table.weight[rows], dim=1)
             itself = [(row,) for row in item_rows.tolist()]
-            return approximate.search(queries, self.item_table.weight, n, itself)
+            return _ranking(approximate.search(queries, self.item_table.weight, n, itself))
         normed = torch.nn.functional.normalize(self.item_table.weight, dim=1)
-        return top_n(normed[item_rows], normed, n, torch.arange(len(item_rows)), item_rows)
+        return _ranking(top_n(normed[rows], normed, n, torch.arange(len(rows)), rows))
+
+    def score(self, user_rows: Rows, item_rows: Rows) -> Floats:
+        """Dot products of every user with every item: [users, items]."""
+        self.sync_rows()
+        users = self.user_table.weight[torch.from_numpy(user_rows)]
+        scores: Floats = (users @ self.item_table.weight[torch.from_numpy(item_rows)].T).numpy()
+        return scores
+
+    def user_vectors(self, user_rows: Rows) -> Floats:
+        self.sync_rows()
+        vectors: Floats = self.user_table.weight[torch.from_numpy(user_rows)].numpy()
+        return vectors
+
+    def item_vectors(self, item_rows: Rows) -> Floats:
+        self.sync_rows()
+        vectors: Floats = self.item_table.weight[torch.from_numpy(item_rows)].numpy()
+        return vectors
+
+    def table_sizes(self) -> dict[str, TableSize]:
+        return {
+            "user": TableSize(self.user_table.rows, self.user_table.capacity),
+            "item": TableSize(self.item_table.rows, self.item_table.capacity),
+        }
+
+
+def _ranking(found: tuple[Tensor, Tensor]) -> Ranking:
+    scores, items = found
+    return Ranking(scores.numpy(), items.numpy())
