@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisDeprecationWarning
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.structs import OffsetAndMetadata
 
 from consumers.durability.host import SHARED_PART, Checkpoint, latest_checkpoint, worker_state
 from consumers.model.config import ModelConfig
@@ -873,6 +874,38 @@ def test_a_rebalance_hands_partitions_over_without_loss_or_double_counting(
 
 
 # -- a fresh broker -----------------------------------------------------------------------
+
+
+def test_every_worker_reads_the_users_topic_from_its_own_position_not_the_groups(
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    kafka_admin: KafkaAdminClient,
+    redis_db: RedisTarget,
+    learners: list[Learner],
+    tmp_path: Path,
+) -> None:
+    """Every worker reads the whole users topic, but the group has one committed offset
+    per partition: a worker that starts on it after another committed past a tombstone
+    must still read the tombstone (seen: a worker assigned the topic late skipped it)."""
+    bootstrap, prefix = kafka_bootstrap, redis_db.prefix
+    users_topic = create_topic(kafka_admin, 1, f"{kafka_topic}.users")
+    tombstone = KafkaProducer(bootstrap_servers=bootstrap)
+    tombstone.send(users_topic, key=b"someone", value=None).get(30)
+    tombstone.close()
+    group = f"learners-{prefix}"
+    ahead = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    ahead.commit({TopicPartition(users_topic, 0): OffsetAndMetadata(1, "", -1)})
+    ahead.close()
+    args = consume_args(bootstrap, kafka_topic, redis_db.url, prefix, tmp_path / "checkpoints")
+    args[args.index("--users-topic") + 1] = users_topic
+    learner = Learner([*args, "--workers", "2"], tmp_path / "learner.log", free_ports(2)).start()
+    learners.append(learner)
+    _, events = planted(300, seed=31)
+    Stream(bootstrap, kafka_topic, events, rate=1e9).run()
+    wait_on(learner, lambda: meta_events(redis_db.client, prefix) == 300, 120, "every view")
+    assert learner.stop() == 0
+    final = latest_checkpoint(tmp_path / "checkpoints")
+    assert applied_per_partition(final, users_topic) == {0: 1}  # read by both workers
 
 
 def test_workers_on_a_fresh_broker_wait_for_their_topics_and_pick_them_up(

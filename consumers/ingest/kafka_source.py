@@ -175,9 +175,21 @@ class KafkaEventSource:
         self._views_partitions = found[views]
         wanted = {TopicPartition(views, p) for p in found[views] if p % count == index}
         wanted.update(TopicPartition(topic, p) for topic in others for p in found[topic])
-        if wanted == self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        if wanted == assigned:
             return
+        added = wanted - assigned
         self.consumer.assign(sorted(wanted))
+        # Every worker reads the other topics in full, so the group's committed offset of
+        # such a partition (moved by whichever worker committed last) is not this worker's
+        # position: without a restored one, it reads the partition from its start.
+        own = [
+            tp
+            for tp in added
+            if tp.topic != views and (tp.topic, tp.partition) not in self.seek_offsets
+        ]
+        if own:
+            self.consumer.seek_to_beginning(*own)
         self._seek_assigned()  # restored positions of partitions assigned only now
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in wanted))
 
