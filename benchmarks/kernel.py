@@ -2,14 +2,17 @@
 the compiled kernel, histories; one batch at a time) next to implicit's BPR (Cython, the
 peer) on the same interactions and one thread each, at dims 32/64/128 and several batch
 sizes; with one uniform negative (implicit's sampling: the target) and with the default
-hardest of 8 draws (8 more dot products and history probes per triplet).
+hardest of 8 draws (8 more candidate rows and dot products per triplet, one watched-table
+probe as a rule). First, one row at the service's defaults (dim 64, hardest of 8, 2
+passes, micro-batch 512: a triplet per view and pass) against implicit BPR, rounds
+alternated; `--defaults-only` stops there (and writes nothing).
 
 Interactions: 50k users x 20k items, 400k views, item popularity Zipf-like. implicit
 samples its own triplets per epoch (as many as views); we run the views in order.
 implicit runs plain SGD with an item bias, we run row-wise Adagrad: the step is of the
 same order (a dot product and three row updates per triplet).
 
-    PYTHONPATH=. python benchmarks/kernel.py [--quick]
+    PYTHONPATH=. python benchmarks/kernel.py [--quick] [--defaults-only]
 """
 
 from __future__ import annotations

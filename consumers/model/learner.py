@@ -106,8 +106,9 @@ class MatrixFactorization:
 
         The views join the users' histories first (so a user's other positives here
         are never their negatives). A view whose update would leave the tables
-        non-finite is skipped (counted in `skipped_events`, taken back out of the
-        history, not learned in later passes); the rest of the batch is learned.
+        non-finite in the first pass is skipped (counted in `skipped_events`, not learned
+        in later passes, taken back out of the history after them); the rest of the batch
+        is learned. Candidates are drawn in the kernel, seeded from `self.generator`.
         """
         self.sync_rows()
         users = user_rows.numpy().astype(np.int64, copy=False)
