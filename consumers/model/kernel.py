@@ -108,9 +108,9 @@ def _hardest(
         if at < 0:  # every remaining score is -inf or nan (never the hardest)
             break
         if not contains_pair(watched, user, candidates[at]):
-            return candidates[at]
+            return int(candidates[at])
         scores[at] = -np.inf
-    return candidates[0]
+    return int(candidates[0])
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST_MATH)
@@ -198,9 +198,9 @@ def pairwise_step(
                     loss, dloss = math.log1p(shrink), -shrink / (1.0 + shrink)
                 else:
                     grow = math.exp(diff)
-                    loss, dloss = math.log1p(grow) - diff, -1.0 / (1.0 + grow)
+                    loss, dloss = float(math.log1p(grow) - diff), -1.0 / (1.0 + grow)
             else:  # max(0, margin - diff), d/d diff = -1 inside the margin
-                loss = max(margin - diff, 0.0)
+                loss = max(float(margin - diff), 0.0)
                 dloss = -1.0 if margin - diff > 0 else 0.0
             g = np.float32(dloss * weight)
             squares_user = squares_positive = squares_negative = np.float32(0.0)
