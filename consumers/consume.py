@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -23,7 +22,7 @@ from consumers.metrics import LearnerMetrics
 from consumers.model.factory import make_model
 from consumers.preflight import check_consume
 from consumers.publisher import Publisher
-from consumers.service import ConsumeService
+from consumers.service import ConsumeService, StopFlag
 from consumers.settings import ConsumeSettings
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.lease import OwnerConflict, OwnerLease
@@ -34,10 +33,6 @@ from streamer.preflight import PreflightError
 from streamer.settings import kafka_client_options
 
 log = logging.getLogger("recstream.consume")
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
 
 
 def run_consume(settings: ConsumeSettings) -> int:

@@ -11,10 +11,10 @@ retained log again from where `auto_offset_reset` says.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from torch import Tensor
 
@@ -31,6 +31,12 @@ LOSS_SMOOTHING = 0.05
 MAX_POLL_WAIT_S = 0.5
 
 log = logging.getLogger(__name__)
+
+
+class StopFlag(Protocol):
+    """When to stop: a `threading.Event`, or a host's flag for its workers."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -104,7 +110,7 @@ class ConsumeService:
         self._observe_state()
         return len(records)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopFlag) -> None:
         """Loop until `stop` is set; then learn what is buffered, publish, checkpoint, commit."""
         if self.checkpoints is not None:
             self.restore()

@@ -3,8 +3,6 @@ what changed, its checkpoint state; and the rule that it does no I/O."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,15 +83,3 @@ def test_checkpoint_state_restores_model_popularity_quality_and_events() -> None
         restored.model.recommend(rows, 5).items, first.model.recommend(rows, 5).items
     )
     assert restored.popularity.scores(list(range(40))) == first.popularity.scores(list(range(40)))
-
-
-def test_the_learner_loads_nothing_of_ingest_sinks_kafka_or_redis() -> None:
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, consumers.learner; print(*sys.modules)"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    forbidden = ("consumers.ingest", "consumers.sinks", "kafka", "redis")
-    assert not [name for name in loaded if name.startswith(forbidden)]

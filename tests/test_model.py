@@ -11,7 +11,7 @@ from consumers.model.config import ModelConfig
 from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.mf import MatrixFactorization
 from consumers.model.registry import IdRegistry
-from consumers.model.sampling import uniform_candidates, uniform_negatives
+from consumers.model.sampling import uniform_candidates
 from consumers.model.tables import EmbeddingTable
 from consumers.model.topn import largest, top_n
 
@@ -52,10 +52,10 @@ def _kernel(
     candidates: list[list[int]],
     weights: list[float],
 ) -> tuple[float, float, int, list[int]]:
-    """`pairwise_step` on the model's tables and history, as `learn` calls it."""
+    """`pairwise_step` on the model's tables and history with these candidates, one pass."""
     config = model.config
     model.sync_rows()
-    negatives = np.zeros(len(users), dtype=np.int64)
+    negatives = np.zeros((1, len(users)), dtype=np.int64)
     loss, weight, skipped = pairwise_step(
         model.user_table.weight.numpy(),
         model.user_table.accumulator.numpy(),
@@ -64,12 +64,13 @@ def _kernel(
         model.history.slots,
         np.array(users, dtype=np.int64),
         np.array(positives, dtype=np.int64),
-        np.array(candidates, dtype=np.int64),
         np.array(weights, dtype=np.float32),
+        np.array(candidates, dtype=np.int64),
         negatives,
+        -1,  # the candidates given, not drawn
         *hyper_parameters(config),
     )
-    return loss, weight, skipped, negatives.tolist()
+    return loss, weight, skipped, negatives[0].tolist()
 
 
 def _model(config: ModelConfig, users: int, items: int) -> MatrixFactorization:
@@ -151,27 +152,80 @@ def test_a_triplet_that_would_go_non_finite_is_skipped_and_the_rest_learned() ->
     assert torch.isfinite(model.item_table.weight).all()
 
 
-def test_uniform_negatives_never_return_the_positive_and_cover_the_rest() -> None:
-    generator = torch.Generator().manual_seed(0)
-    positives = torch.full((60_000,), 2)
-    negatives = uniform_negatives(positives, 5, generator)
-    assert not torch.any(negatives == positives)
-    counts = torch.bincount(negatives, minlength=5).tolist()
+def test_uniform_candidates_never_return_the_positive_and_cover_the_rest() -> None:
+    positives = np.full(7_500, 2)
+    candidates = uniform_candidates(positives, 5, 8, seed=0)
+    assert candidates.shape == (7_500, 8) and not np.any(candidates == 2)
+    counts = np.bincount(candidates.ravel(), minlength=5).tolist()
     assert counts[2] == 0
     assert all(abs(count - 15_000) < 600 for i, count in enumerate(counts) if i != 2)
 
 
-def test_uniform_negatives_need_two_items() -> None:
+def test_uniform_candidates_are_exactly_uniform_when_the_bound_is_not_a_power_of_two() -> None:
+    # 3 rows other than the positive: a plain multiply-shift would favour some of them.
+    draws = uniform_candidates(np.zeros(100_000, dtype=np.int64), 4, 3, seed=7).ravel()
+    counts = np.bincount(draws, minlength=4)
+    assert counts[0] == 0
+    expected = draws.size / 3  # chi-square, 2 degrees of freedom: p = 0.001 at 13.8
+    assert float(((counts[1:] - expected) ** 2 / expected).sum()) < 13.8
+
+
+def test_uniform_candidates_need_two_items_and_a_seed() -> None:
     with pytest.raises(ValueError, match="two items"):
-        uniform_negatives(torch.tensor([0]), 1, torch.Generator())
+        uniform_candidates(np.array([0]), 1, 1, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        uniform_candidates(np.array([0]), 5, 1, seed=-1)
 
 
 def test_uniform_candidates_are_independent_draws_other_than_the_positive() -> None:
-    positives = torch.tensor([0, 3, 4])
-    candidates = uniform_candidates(positives, 5, 1000, torch.Generator().manual_seed(1))
+    positives = np.array([0, 3, 4])
+    candidates = uniform_candidates(positives, 5, 1000, seed=1)
     assert candidates.shape == (3, 1000)
-    assert not torch.any(candidates == positives.unsqueeze(1))
+    assert not np.any(candidates == positives[:, None])
     assert all(len(set(row)) == 4 for row in candidates.tolist())
+    assert np.array_equal(candidates, uniform_candidates(positives, 5, 1000, seed=1))
+    assert not np.array_equal(candidates, uniform_candidates(positives, 5, 1000, seed=2))
+
+
+def test_the_kernel_draws_what_uniform_candidates_draws_then_fresh_ones_each_pass() -> None:
+    model = _model(ModelConfig(dim=4, negatives=3, passes=2), users=5, items=50)
+    users = np.arange(5, dtype=np.int64)
+    positives = np.array([4, 8, 15, 16, 23], dtype=np.int64)
+    model.history.add(users, positives)
+    candidates = np.empty((5, 3), dtype=np.int64)
+    negatives = np.empty((2, 5), dtype=np.int64)
+    pairwise_step(
+        model.user_table.weight.numpy(),
+        model.user_table.accumulator.numpy(),
+        model.item_table.weight.numpy(),
+        model.item_table.accumulator.numpy(),
+        model.history.slots,
+        users,
+        positives,
+        np.ones(5, dtype=np.float32),
+        candidates,
+        negatives,
+        11,
+        *hyper_parameters(model.config),
+    )
+    first = uniform_candidates(positives, 50, 3, seed=11)
+    assert all(negatives[0, t] in first[t] for t in range(5))  # the hardest of its draws
+    assert not np.array_equal(candidates, first)  # the buffer holds the second pass's
+
+
+def test_same_seed_same_tables() -> None:
+    def run(seed: int) -> MatrixFactorization:
+        model = _model(ModelConfig(dim=8, seed=seed), users=30, items=40)
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            model.learn(Batch.of_views(rng.integers(0, 30, 64), rng.integers(0, 40, 64)))
+        return model
+
+    first, again, other = run(1), run(1), run(2)
+    assert torch.equal(first.user_table.weight, again.user_table.weight)
+    assert torch.equal(first.item_table.weight, again.item_table.weight)
+    assert torch.equal(first.item_table.accumulator, again.item_table.accumulator)
+    assert not torch.equal(first.item_table.weight, other.item_table.weight)
 
 
 def test_learn_draws_fresh_negatives_each_pass_never_a_watched_item() -> None:

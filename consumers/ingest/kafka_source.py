@@ -27,9 +27,9 @@ ASSIGNMENT_REFRESH_S = 5.0
 log = logging.getLogger(__name__)
 
 
-def _accepted(client: type, config: dict[str, Any]) -> dict[str, Any]:
-    """The options `client` knows (security options are shared; the rest belong to one)."""
-    return {name: value for name, value in config.items() if name in client.DEFAULT_CONFIG}
+def _accepted(known: Mapping[str, object], config: dict[str, Any]) -> dict[str, Any]:
+    """The options among `known` (security options are shared; the rest belong to one client)."""
+    return {name: value for name, value in config.items() if name in known}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -101,7 +101,7 @@ class KafkaEventSource:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            **_accepted(KafkaConsumer, config),
+            **_accepted(KafkaConsumer.DEFAULT_CONFIG, config),
         )
         self.worker = worker
         self._views_partitions: list[int] = []
@@ -130,7 +130,7 @@ class KafkaEventSource:
             # A dead letter waits for the topic's metadata at most this long, not the
             # client's 60 s: with the broker away it is re-sent later, the loop goes on.
             max_block_ms=DEAD_LETTER_BLOCK_MS,
-            **_accepted(KafkaProducer, config),
+            **_accepted(KafkaProducer.DEFAULT_CONFIG, config),
         )
         self._unsent: list[tuple[Record, list[tuple[str, bytes]]]] = []
         self._in_flight: list[tuple[Record, list[tuple[str, bytes]], Any]] = []
@@ -229,7 +229,7 @@ class KafkaEventSource:
             failure, self.revoke_failure = self.revoke_failure, None
             raise failure
         self._failing_since = None
-        records = []
+        records: list[Record] = []
         for tp, messages in polled.items():
             key = (tp.topic, tp.partition)
             if messages:  # read, so ours (where the group had got to, or a seek)

@@ -31,12 +31,12 @@ Chains = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def pair_key(user: int, item: int) -> int:
-    return (np.int64(user) << 32) | np.int64(item)
+    return int((np.int64(user) << 32) | np.int64(item))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _home(key: int, mask: int) -> int:
-    return np.int64((np.uint64(key) * MULTIPLIER) >> np.uint64(32)) & mask
+    return int(np.int64((np.uint64(key) * MULTIPLIER) >> np.uint64(32)) & mask)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -272,7 +272,7 @@ class History:
 
     def counts(self, users: np.ndarray) -> np.ndarray:
         """How many items each of these users watched."""
-        return self._count[users].astype(np.int64)
+        return np.asarray(self._count[users], dtype=np.int64)
 
     def watched(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each user watched each item (the arrays broadcast together)."""

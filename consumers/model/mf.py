@@ -14,10 +14,11 @@ from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.history import History
 from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.packing import section
-from consumers.model.sampling import uniform_candidates
 from consumers.model.storage import Storage, local_storage
 from consumers.model.topn import top_n
 from streamer.events import Id
+
+SEEDS = 1 << 62  # the kernel's sampler is seeded per batch from the model's generator
 
 
 class MatrixFactorization:
@@ -99,8 +100,9 @@ class MatrixFactorization:
 
         The views join the users' histories first (so a user's other positives here
         are never their negatives). A view whose update would leave the tables
-        non-finite is skipped (counted in `skipped_events`, taken back out of the
-        history, not learned in later passes); the rest of the batch is learned.
+        non-finite in the first pass is skipped (counted in `skipped_events`, not learned
+        in later passes, taken back out of the history after them); the rest of the batch
+        is learned. Candidates are drawn in the kernel, seeded from `self.generator`.
         """
         self.sync_rows()
         users = batch.users.astype(np.int64, copy=False)
@@ -109,38 +111,30 @@ class MatrixFactorization:
         learned = np.ones(users.size, dtype=np.bool_)
         if self.item_table.rows < 2 or users.size == 0:  # nothing to contrast yet
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
-        config = self.config
-        user_table, item_table = self.user_table, self.item_table
-        weights_array = batch.weights.astype(np.float32, copy=False)
-        loss, used = float("nan"), []
-        for done in range(config.passes):
-            candidates = uniform_candidates(
-                torch.from_numpy(items), item_table.rows, config.negatives, self.generator
-            )
-            negatives = np.empty(users.size, dtype=np.int64)
-            loss_sum, weight_sum, skipped = pairwise_step(
-                user_table.weight.numpy(),
-                user_table.accumulator.numpy(),
-                item_table.weight.numpy(),
-                item_table.accumulator.numpy(),
-                self.history.slots,
-                users,
-                items,
-                candidates.numpy(),
-                weights_array,
-                negatives,
-                *hyper_parameters(config),
-            )
-            if done == 0:
-                loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
-                if skipped:
-                    learned = negatives >= 0
-                    self.skipped_events += skipped
-                    self.history.remove(users[added & ~learned], items[added & ~learned])
-                    users, items = users[learned], items[learned]
-                    weights_array, negatives = weights_array[learned], negatives[learned]
-            used.append(negatives[negatives >= 0])
-        return Step(loss, learned, np.concatenate(used))
+        config, user_table, item_table = self.config, self.user_table, self.item_table
+        seed = int(torch.randint(0, SEEDS, (1,), generator=self.generator))
+        candidates = np.empty((users.size, config.negatives), dtype=np.int64)
+        negatives = np.empty((config.passes, users.size), dtype=np.int64)
+        loss_sum, weight_sum, skipped = pairwise_step(
+            user_table.weight.numpy(),
+            user_table.accumulator.numpy(),
+            item_table.weight.numpy(),
+            item_table.accumulator.numpy(),
+            self.history.slots,
+            users,
+            items,
+            batch.weights.astype(np.float32, copy=False),
+            candidates,
+            negatives,
+            seed,
+            *hyper_parameters(config),
+        )
+        loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
+        if skipped:
+            learned = negatives[0] >= 0
+            self.skipped_events += skipped
+            self.history.remove(users[added & ~learned], items[added & ~learned])
+        return Step(loss, learned, negatives[negatives >= 0])
 
     def items_moved(self, item_rows: Collection[int]) -> None:
         """Tell the approximate indexes (if any) which item rows changed."""

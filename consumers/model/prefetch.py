@@ -8,8 +8,10 @@ as the rows are updated next; high locality; data cache): a hint, never a fault.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -20,7 +22,7 @@ _BYTE_POINTER = ir.IntType(8).as_pointer()
 
 
 @intrinsic
-def prefetch(typingctx: Any, array: types.Array, index: types.Integer) -> Any:
+def _prefetch(typingctx: Any, array: types.Array, index: types.Integer) -> Any:
     """Hint that `array[index]` (its first element, for a row of a 2-d array) is used soon."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -28,10 +30,10 @@ def prefetch(typingctx: Any, array: types.Array, index: types.Integer) -> Any:
         data = context.make_array(array_type)(context, builder, args[0])
         zero = context.get_constant(types.intp, 0)
         indices = [args[1], *([zero] * (array_type.ndim - 1))]
-        pointer = cgutils.get_item_pointer(
+        pointer = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
             context, builder, array_type, data, indices, wraparound=False
         )
-        hint = cgutils.get_or_insert_function(
+        hint = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
             builder.module,
             ir.FunctionType(ir.VoidType(), [_BYTE_POINTER, _I32, _I32, _I32]),
             "llvm.prefetch.p0i8",
@@ -41,3 +43,7 @@ def prefetch(typingctx: Any, array: types.Array, index: types.Integer) -> Any:
         return context.get_dummy_value()
 
     return types.void(array, index), codegen
+
+
+# What callers see (numba compiles calls to the intrinsic object itself).
+prefetch = cast(Callable[[np.ndarray, int], None], _prefetch)

@@ -1,26 +1,75 @@
 """Negative sampling: uniform candidates (the kernel keeps the hardest one a user has not
-watched)."""
+watched), drawn in compiled code from a counter-based generator.
+
+The generator is SplitMix64 (a 64-bit counter stepped by the golden ratio, then
+mixed): one state word, a few multiplies a draw, no table, and a stream fixed by its
+seed, so a learner seeded from its torch generator stays deterministic and resumes
+exactly from a checkpoint of that generator. Bounded draws use Lemire's
+multiply-shift with rejection, so they are exactly uniform.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import numba as nb
+import numpy as np
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_2 = np.uint64(0x94D049BB133111EB)
+LOW_32 = np.uint64(0xFFFFFFFF)
+TWO_32 = np.uint64(1 << 32)
+SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32))
 
 
-def uniform_negatives(positives: Tensor, n_items: int, generator: torch.Generator) -> Tensor:
-    """One uniform item per entry of `positives` (any shape), never that positive itself.
+@nb.njit(cache=True, nogil=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    z = (z ^ (z >> SHIFTS[0])) * MIX_1
+    z = (z ^ (z >> SHIFTS[1])) * MIX_2
+    return z ^ (z >> SHIFTS[2])
 
-    Draws from the `n_items - 1` other rows and shifts past the positive, so the
-    distribution is exactly uniform over the rest. Needs `n_items >= 2`.
-    """
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def uniform_below(state: np.uint64, bound: np.uint64) -> tuple[np.uint64, np.int64]:
+    """(next state, a uniform integer in [0, bound)); 1 <= bound < 2**32."""
+    state = state + GOLDEN
+    product = (_mix(state) >> SHIFTS[3]) * bound
+    low = product & LOW_32
+    if low < bound:  # rare: reject the few values that would bias the result
+        floor = (TWO_32 - bound) % bound
+        while low < floor:
+            state = state + GOLDEN
+            product = (_mix(state) >> SHIFTS[3]) * bound
+            low = product & LOW_32
+    return state, np.int64(product >> SHIFTS[3])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def draw_candidates(state: np.uint64, positive: int, n_items: int, out: np.ndarray) -> np.uint64:
+    """Fill `out` with independent uniform item rows in [0, n_items), never `positive`
+    (a draw from the other n_items - 1 rows, shifted past it); the next state.
+    Needs `n_items >= 2`."""
+    bound = np.uint64(n_items - 1)
+    for k in range(out.shape[0]):
+        state, row = uniform_below(state, bound)
+        out[k] = row + (row >= positive)
+    return state
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill(state: np.uint64, positives: np.ndarray, n_items: int, out: np.ndarray) -> np.uint64:
+    for t in range(positives.shape[0]):
+        state = draw_candidates(state, positives[t], n_items, out[t])
+    return state
+
+
+def uniform_candidates(positives: np.ndarray, n_items: int, count: int, seed: int) -> np.ndarray:
+    """`(len(positives), count)` independent uniform negatives per positive: what the
+    kernel draws in one pass with this seed (`seed >= 0`). Needs `n_items >= 2`."""
     if n_items < 2:
         raise ValueError("negative sampling needs at least two items")
-    draws = torch.randint(0, n_items - 1, positives.shape, generator=generator)
-    return draws + (draws >= positives).to(draws.dtype)
-
-
-def uniform_candidates(
-    positives: Tensor, n_items: int, count: int, generator: torch.Generator
-) -> Tensor:
-    """`(len(positives), count)` independent uniform negatives per positive."""
-    return uniform_negatives(positives.unsqueeze(1).expand(-1, count), n_items, generator)
+    if seed < 0:
+        raise ValueError("seed must be >= 0")
+    positives = np.ascontiguousarray(positives, dtype=np.int64)
+    out = np.empty((positives.shape[0], count), dtype=np.int64)
+    _fill(np.uint64(seed), positives, n_items, out)
+    return out

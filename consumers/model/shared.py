@@ -24,7 +24,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -45,7 +46,13 @@ CACHE_LIMIT = 1 << 18
 class Lock(Protocol):
     def __enter__(self) -> Any: ...
 
-    def __exit__(self, *args: object) -> Any: ...
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 class RegistryFull(RuntimeError):
@@ -55,7 +62,7 @@ class RegistryFull(RuntimeError):
 def open_array(directory: Path, name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """A shared, file-backed array; created (sparse, zero) when the file is missing."""
     path = directory / f"{name}.bin"
-    mode = "r+" if path.exists() else "w+"
+    mode: Literal["r+", "w+"] = "r+" if path.exists() else "w+"
     # A plain ndarray view: np.memmap's own indexing costs microseconds per access.
     return np.memmap(path, dtype=dtype, mode=mode, shape=shape).view(np.ndarray)
 

@@ -85,7 +85,7 @@ def top_n(
         scores = torch.matmul(user_vectors[start:stop], item_vectors.T, out=buffer[: stop - start])
         if absent is not None:
             scores.masked_fill_(absent, float("-inf"))
-        if bounds is not None and exclude_items is not None:
+        if bounds is not None and exclude_rows is not None and exclude_items is not None:
             first, last = int(bounds[number]), int(bounds[number + 1])
             scores[exclude_rows[first:last] - start, exclude_items[first:last]] = float("-inf")
         values[start:stop], columns[start:stop] = largest(scores, k)

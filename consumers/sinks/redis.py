@@ -84,7 +84,8 @@ class RedisStore:
         for start in range(0, len(writes), MSET_KEYS):
             pipe.mset(dict(writes[start : start + MSET_KEYS]))
         if publication.meta:
-            pipe.hset(self.keys.meta, mapping=dict(publication.meta))
+            # redis-py sends numbers as their text: the same bytes, typed as it wants them
+            pipe.hset(self.keys.meta, mapping={k: str(v) for k, v in publication.meta.items()})
         try:
             pipe.execute()
         except redis.RedisError as error:
@@ -92,7 +93,7 @@ class RedisStore:
 
     def get(self, key: str) -> bytes | None:
         try:
-            value = self.client.get(key)
+            value: bytes | None = self.client.get(key)  # type: ignore[assignment]
         except redis.RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
         return None if value is None else bytes(value)
