@@ -10,6 +10,7 @@ from consumers.model.base import Batch
 from consumers.model.config import ModelConfig
 from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.mf import MatrixFactorization
+from consumers.model.popularity import Popularity
 from consumers.model.registry import IdRegistry
 from consumers.model.sampling import uniform_candidates
 from consumers.model.tables import EmbeddingTable
@@ -317,3 +318,15 @@ def test_learning_separates_two_planted_groups(loss: str, optimizer: str) -> Non
         [scores[u, (1 - u % 2) * 20 : (1 - u % 2) * 20 + 20].mean() for u in range(20)]
     )
     assert torch.all(own > other)
+
+
+def test_a_limited_ranking_is_the_head_of_the_full_one() -> None:
+    rng = np.random.default_rng(0)
+    popularity = Popularity()
+    popularity.add(rng.integers(0, 300, 5000))
+    popularity.add(np.arange(0, 300, 7))  # ties broken by row
+    full = popularity.ranking()
+    for limit in (1, 10, 57, 299, 1000):
+        np.testing.assert_array_equal(popularity.ranking(limit), full[:limit])
+    below = popularity.ranking(rows=100)
+    np.testing.assert_array_equal(below, full[full < 100])

@@ -1,4 +1,5 @@
-"""The publisher: what the learner changed, as store writes; store outages; served lists."""
+"""The publisher: what the learner changed, as store writes (coalesced within an
+interval); store outages; served lists."""
 
 from __future__ import annotations
 
@@ -117,3 +118,38 @@ def test_served_lists_keep_their_order_through_a_checkpoint() -> None:
     restored.publisher.load_state(*pair.publisher.state())
     lists = [pair.publisher.served.get(row) for row in range(30)]
     assert all(lists) and [restored.publisher.served.get(row) for row in range(30)] == lists
+
+
+def test_batches_within_the_interval_are_published_once() -> None:
+    store, clock = MemoryStore(), Clock()
+    pair = online(ModelConfig(dim=4), store, clock=clock, publish_interval_s=1.0)
+    _, first = pair.process(views([("a", 1), ("b", 2)]))
+    assert first is not None and first.users == 2
+    clock.now += 0.3
+    assert pair.process(views([("a", 3)]))[1] is None
+    clock.now += 0.3
+    assert pair.process(views([("a", 4), ("c", 1)]))[1] is None
+    assert pair.publisher.pending
+    assert json.loads(store.get("rs:user:a:top") or b"null")["version"] == 1
+    clock.now += 0.5  # the interval has passed: the next batch publishes what waited
+    _, result = pair.process(views([("d", 2)]))
+    assert result is not None and result.users == 3  # a, c, d: a once
+    assert len(result.freshness) == 4  # every event that waited
+    assert json.loads(store.get("rs:user:a:top") or b"null")["version"] == 2
+    assert not pair.publisher.pending
+
+
+def test_flush_publishes_at_once_whatever_the_interval() -> None:
+    store, clock = MemoryStore(), Clock()
+    pair = online(ModelConfig(dim=4), store, clock=clock, publish_interval_s=60.0)
+    pair.process(views([("a", 1), ("b", 2)]))
+    assert pair.process(views([("c", 3)]))[1] is None
+    result = pair.publisher.flush()  # what the service calls when idle and before checkpoints
+    assert result is not None and result.ok and result.users == 1
+    assert store.get("rs:user:c:top") is not None
+
+
+def test_every_batch_publishes_by_default() -> None:
+    pair = online(ModelConfig(dim=4), MemoryStore(), clock=Clock())
+    for pairs in ([("a", 1)], [("a", 2)], [("b", 1)]):
+        assert pair.process(views(pairs))[1] is not None

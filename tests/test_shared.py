@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,15 @@ def test_a_reader_never_finds_a_row_the_registry_does_not_count(tmp_path: Path) 
         raw = f"i{n}"
         writer.add(raw)
     assert seen and all(row < count for row, count in seen)
+
+
+def test_shared_ids_come_back_through_the_cache_and_forgotten_rows_leave_it(
+    tmp_path: Path,
+) -> None:
+    registry = SharedIdRegistry(tmp_path, "users", 100, threading.Lock())
+    rows = registry.add_many(["a", 7, "b"]).tolist()
+    assert registry.raws(rows) == ["a", 7, "b"]
+    assert registry.raws(rows[::-1]) == ["b", 7, "a"]
+    row = registry.forget("a")
+    assert row == rows[0] and row not in registry._raw_cache
+    assert registry.row("a") is None
