@@ -1,15 +1,16 @@
 """`consume`'s start-up checks: both services reachable, the credentials accepted, and the
 learner allowed to do its work, before anything is learned (and before any worker starts).
 
-Kafka: logged in, the views (and users) topic readable, the group usable, the dead-letter
-topic writable (streamer.preflight). Redis: the options fit the URL, no password sent in
-clear (RedisStore.from_url), logged in, and this user may write keys under the prefix
-(a probe key is written and deleted). A failure is one `PreflightError` naming the cause
-and the setting to change.
+The metrics ports: free, one per process. Kafka: logged in, the views (and users) topic
+readable, the group usable, the dead-letter topic writable (streamer.preflight). Redis: the
+options fit the URL, no password sent in clear (RedisStore.from_url), logged in, and this
+user may write keys under the prefix (a probe key is written and deleted). A failure is
+one `PreflightError` naming the cause and the setting to change.
 """
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import redis
@@ -25,7 +26,8 @@ PASSWORD_SETTING = "RECSTREAM_REDIS_PASSWORD"
 
 
 def check_consume(settings: ConsumeSettings) -> None:
-    """Raises `PreflightError` unless the learner can read, write and publish."""
+    """Raises `PreflightError` unless the learner can serve, read, write and publish."""
+    check_metrics_ports(settings.metrics_addr, settings.metrics_port, settings.workers)
     topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     check_kafka(
         settings.bootstrap,
@@ -46,6 +48,26 @@ def check_consume(settings: ConsumeSettings) -> None:
         check_redis(store)
     finally:
         store.close()
+
+
+def check_metrics_ports(address: str, first: int, workers: int) -> None:
+    """Process i of `workers` serves /metrics on `first + i` (0: each picks a free port); a
+    port it cannot bind would stop it, and with it every worker of the host."""
+    if not first:
+        return
+    for index in range(workers):
+        port = first + index
+        which = f" (worker {index}'s: --metrics-port + {index})" if workers > 1 else ""
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except (OSError, OverflowError) as error:
+                raise PreflightError(
+                    f"cannot serve /metrics on {address}:{port}{which}: "
+                    f"{getattr(error, 'strerror', None) or error}: choose another "
+                    "--metrics-port (or 0 for free ports) or --metrics-addr"
+                ) from None
 
 
 def check_redis(store: RedisStore) -> None:
