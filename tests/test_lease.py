@@ -160,7 +160,8 @@ def test_a_sigterm_as_the_lease_is_claimed_stops_cleanly_and_releases_it(
     args = consume(kafka_bootstrap, kafka_topic, redis_db.url, redis_db.prefix)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     done = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AT_CLAIM, *args, "--workers", str(workers)],
+        [sys.executable, "-c", SIGTERM_AT_CLAIM, *args, "--workers", str(workers)]
+        + ["--metrics-port", "0"],
         env=env,
         capture_output=True,
         timeout=120,
