@@ -140,6 +140,7 @@ def test_a_second_learner_on_a_prefix_is_refused_until_the_first_stops(
 
 # A SIGTERM that lands the moment the lease is claimed (a supervisor stopping a
 # learner as it starts), by a learner that signals itself there.
+FREE_METRICS = ["--metrics-port", "0"]
 SIGTERM_AT_CLAIM = """
 import os, signal, sys
 from consumers.cli import main
@@ -160,8 +161,7 @@ def test_a_sigterm_as_the_lease_is_claimed_stops_cleanly_and_releases_it(
     args = consume(kafka_bootstrap, kafka_topic, redis_db.url, redis_db.prefix)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     done = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AT_CLAIM, *args, "--workers", str(workers)]
-        + ["--metrics-port", "0"],
+        [sys.executable, "-c", SIGTERM_AT_CLAIM, *args, "--workers", str(workers), *FREE_METRICS],
         env=env,
         capture_output=True,
         timeout=120,
