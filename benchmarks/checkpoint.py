@@ -42,6 +42,7 @@ from consumers.learner import OnlineLearner
 from consumers.model.config import ModelConfig
 from consumers.model.mf import MatrixFactorization
 from consumers.publisher import Publisher
+from consumers.service import load_process_state, process_state
 from consumers.sinks.memory import MemoryStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint.json"
@@ -60,21 +61,6 @@ def build(users: int, items: int, dim: int, history: int, seed: int) -> Publishe
     model.history.add(np.repeat(np.arange(users), history), watched.ravel())
     learner.popularity.add(watched[:, 0].copy())
     return Publisher(learner, MemoryStore())
-
-
-def state(publisher: Publisher) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """What the service checkpoints: the learner's state and its publisher's."""
-    learner_tensors, learner_manifest = publisher.learner.state()
-    publisher_tensors, publisher_manifest = publisher.state()
-    return {**learner_tensors, **publisher_tensors}, {**learner_manifest, **publisher_manifest}
-
-
-def restore(
-    publisher: Publisher, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]
-) -> None:
-    """What the service restores: the learner first, then its publisher."""
-    publisher.learner.load_state(tensors, manifest)
-    publisher.load_state(tensors, manifest)
 
 
 def tables(publisher: Publisher) -> MatrixFactorization:
@@ -139,7 +125,9 @@ def main() -> None:
     try:
         for _ in range(args.repeats):
             raw_write_s, raw_read_s, raw_bytes = raw_baseline(publisher, root)
-            (tensors, entries), state_s = timed(partial(state, publisher))
+            (tensors, entries), state_s = timed(
+                partial(process_state, publisher.learner, publisher)
+            )
             offsets = [["recstream.views", 0, args.users * args.history]]
             manifest = WorkerManifest.from_json(dict(entries, positions=offsets, applied=offsets))
             _, write_s = timed(
@@ -151,7 +139,15 @@ def main() -> None:
             restored = Publisher(
                 OnlineLearner(MatrixFactorization(tables(publisher).config)), MemoryStore()
             )
-            _, restore_s = timed(partial(restore, restored, read.tensors, read.manifest.to_json()))
+            _, restore_s = timed(
+                partial(
+                    load_process_state,
+                    restored.learner,
+                    restored,
+                    read.tensors,
+                    read.manifest.to_json(),
+                )
+            )
             want, got = tables(publisher), tables(restored)
             assert torch.equal(got.user_table.weight, want.user_table.weight)
             last = len(want.users) - 1

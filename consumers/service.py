@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -80,9 +80,13 @@ class ConsumeService:
         restored = self.checkpoints.read()
         if restored is None:
             return False
-        manifest = restored.manifest.to_json()
-        self.learner.load_state(restored.tensors, manifest, restored.shared)
-        self.publisher.load_state(restored.tensors, manifest, restored.shared)
+        load_process_state(
+            self.learner,
+            self.publisher,
+            restored.tensors,
+            restored.manifest.to_json(),
+            restored.shared,
+        )
         self.positions = _partition_map(restored.manifest.positions)
         self.applied = _partition_map(restored.manifest.applied)
         self.source.seek(self.positions)
@@ -153,12 +157,10 @@ class ConsumeService:
         return True
 
     def _snapshot(self) -> tuple[dict[str, Tensor], WorkerManifest]:
-        learner_tensors, learner_entries = self.learner.state()
-        publisher_tensors, publisher_entries = self.publisher.state()
-        entries = {**learner_entries, **publisher_entries}
+        tensors, entries = process_state(self.learner, self.publisher)
         entries.update(positions=_partition_list(self.positions))
         entries.update(applied=_partition_list(self.applied))
-        return {**learner_tensors, **publisher_tensors}, WorkerManifest.from_json(entries)
+        return tensors, WorkerManifest.from_json(entries)
 
     def _checkpoint_due(self) -> bool:
         if self.checkpoints is None:
@@ -304,6 +306,27 @@ class ConsumeService:
         for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
         self._lagging = set(lags)
+
+
+def process_state(
+    learner: OnlineLearner, publisher: Publisher
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """A process's state as a checkpoint holds it: its learner's and its publisher's parts."""
+    learner_tensors, learner_entries = learner.state()
+    publisher_tensors, publisher_entries = publisher.state()
+    return {**learner_tensors, **publisher_tensors}, {**learner_entries, **publisher_entries}
+
+
+def load_process_state(
+    learner: OnlineLearner,
+    publisher: Publisher,
+    tensors: dict[str, Tensor],
+    entries: dict[str, Any],
+    shared: bool = True,
+) -> None:
+    """Restore what `process_state` gave: the learner first, then its publisher."""
+    learner.load_state(tensors, entries, shared)
+    publisher.load_state(tensors, entries, shared)
 
 
 def _partition_list(offsets: dict[TopicPartition, int]) -> list[list[str | int]]:

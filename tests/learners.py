@@ -27,6 +27,7 @@ from consumers.model.mf import MatrixFactorization
 from consumers.model.popularity import Popularity
 from consumers.model.storage import local_storage
 from consumers.publisher import Publisher, PublishResult
+from consumers.service import process_state
 from consumers.sinks.base import RecommendationStore
 from consumers.sinks.memory import MemoryStore
 from streamer.events import Id, ViewEvent
@@ -51,9 +52,7 @@ class Online(NamedTuple):
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Both parts' state, as a checkpoint holds it."""
-        learner_tensors, learner_manifest = self.learner.state()
-        publisher_tensors, publisher_manifest = self.publisher.state()
-        return {**learner_tensors, **publisher_tensors}, {**learner_manifest, **publisher_manifest}
+        return process_state(self.learner, self.publisher)
 
 
 def online(
