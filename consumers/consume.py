@@ -89,6 +89,14 @@ def run_worker(settings: ConsumeSettings, worker: Worker) -> None:
     run_process(settings, worker.stop_flag(), worker)
 
 
+def missing_topic_is_a_warning(record: logging.LogRecord) -> bool:
+    """kafka-python logs a subscribed topic that does not exist yet (the users topic on a
+    fresh broker) as an ERROR; the learner reads it once it exists, so it is a warning."""
+    if "not found in cluster metadata" in record.getMessage():
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None = None) -> None:
     """One consuming process, alone or as a host's `worker`: consume until `stop` is set,
     then learn what is held, publish, checkpoint, commit."""
@@ -97,6 +105,7 @@ def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {name} %(name)s %(message)s"
     )
+    logging.getLogger("kafka.cluster").addFilter(missing_topic_is_a_warning)
     settings.pin_threads()
     registry = CollectorRegistry()
     metrics = LearnerMetrics(registry)

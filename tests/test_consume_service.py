@@ -4,6 +4,7 @@ records, batches that turn non-finite, a store that comes back empty."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
+from consumers.consume import missing_topic_is_a_warning
 from consumers.durability.host import latest_checkpoint
 from consumers.durability.policy import CheckpointPolicy, LocalCheckpoints
 from consumers.ingest.base import Contact, Record, SourceUnavailable
@@ -502,3 +504,15 @@ def test_the_lag_of_a_partition_read_by_another_member_is_no_longer_reported() -
     source.handed_over = True
     learner.step()
     assert lag(1) is None and (lag(0) or 0) > 0
+
+
+def test_a_topic_not_there_yet_is_a_warning_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    cluster = logging.getLogger("kafka.cluster")
+    cluster.addFilter(missing_topic_is_a_warning)
+    try:
+        with caplog.at_level(logging.INFO, "kafka.cluster"):
+            cluster.error("Topic %s not found in cluster metadata", "recstream.users")
+            cluster.error("something else")
+    finally:
+        cluster.removeFilter(missing_topic_is_a_warning)
+    assert [r.levelname for r in caplog.records] == ["WARNING", "ERROR"]
