@@ -132,6 +132,8 @@ class ConsumeService:
         """Flush outputs, write a checkpoint, commit its offsets; False if it must wait."""
         if self.checkpoints is None:
             return False
+        if self.checkpoints.closing:  # the last checkpoint covers every record held
+            self._apply_buffer()
         started = time.perf_counter()
         ready = True
         try:

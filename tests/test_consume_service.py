@@ -9,6 +9,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -516,3 +517,26 @@ def test_a_topic_not_there_yet_is_a_warning_not_an_error(caplog: pytest.LogCaptu
     finally:
         cluster.removeFilter(missing_topic_is_a_warning)
     assert [r.levelname for r in caplog.records] == ["WARNING", "ERROR"]
+
+
+@dataclass(frozen=True)
+class ClosingCheckpoints(LocalCheckpoints):
+    """A host's final epoch, as it reaches a worker inside `step`."""
+
+    @property
+    def closing(self) -> bool:
+        return True
+
+
+def test_the_last_checkpoint_covers_the_records_held_when_it_came(tmp_path: Path) -> None:
+    """Seen: workers stopped under load learned their buffers after the host's final
+    checkpoint, so it covered 84,732 of the 84,844 events they had learned."""
+    log = MemoryEventLog(partitions=1)
+    for user in range(50):
+        log.send(ViewEvent(f"u{user}", user % 7, 1.0), VIEWS_TOPIC)
+    learner = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), None)
+    learner.checkpoints = ClosingCheckpoints(CheckpointPolicy(tmp_path))
+    learner.step()  # 50 records held: fewer than a batch, and not old enough
+    assert learner.checkpoint()
+    restored = service(MemoryEventSource(log, VIEWS_TOPIC, "learners"), tmp_path)
+    assert restored.restore() and restored.applied == {(VIEWS_TOPIC, 0): 50}

@@ -51,6 +51,11 @@ class Checkpoints(Protocol):
     @property
     def policy(self) -> CheckpointPolicy: ...
 
+    @property
+    def closing(self) -> bool:
+        """Whether the next checkpoint is the last before this process stops: it must
+        cover every record the process holds."""
+
     def due(self, wanted: bool) -> bool:
         """Whether to checkpoint now, given whether this process wants to."""
 
@@ -72,6 +77,11 @@ class LocalCheckpoints:
 
     policy: CheckpointPolicy
     views_topic: str = VIEWS_TOPIC
+
+    @property
+    def closing(self) -> bool:
+        """Never before `finish`, which runs once the service has learned what it holds."""
+        return False
 
     def due(self, wanted: bool) -> bool:
         return wanted

@@ -86,6 +86,12 @@ class WorkerCheckpoints:
     views_topic: str
     _done: int = field(default=0, init=False)
 
+    @property
+    def closing(self) -> bool:
+        """Once the host is stopping, its final epoch may reach a worker inside `step`,
+        before its shutdown learns the records it holds."""
+        return self.worker.sync.stopping.is_set()
+
     def due(self, wanted: bool) -> bool:
         """Raise the host's epoch when wanted (never once stopping: a worker that has
         finished would not come); whether an epoch waits for this worker."""
