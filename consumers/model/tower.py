@@ -166,7 +166,7 @@ class HistoryTower(NeuralModel):
         if not torch.isfinite(loss):
             return float("nan"), np.zeros(0, dtype=np.int64)
         loss.backward()  # type: ignore[no-untyped-call]
-        tape.step(self.adam)
+        tape.step(self.optimizer)
         return float(loss.detach()), tape.rows_read(self.embeddings).cpu().numpy()
 
     def _extra_state(self) -> dict[str, Tensor]:
