@@ -34,6 +34,7 @@ MODEL_KEYS = (
     "history_length",
     "sampled_negatives",
     "hidden",
+    "tied",
 )
 
 
