@@ -5,7 +5,6 @@ each one from Kafka into Redis (integration)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,20 +144,10 @@ def test_a_model_on_cuda_learns_and_restores_on_the_cpu(kind: type) -> None:
     )
 
 
-@pytest.fixture
-def learners() -> Iterator[list[Learner]]:
-    started: list[Learner] = []
-    yield started
-    for learner in started:
-        if learner.alive():
-            learner.kill()
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("model", ["history", "rating"])
 def test_a_torch_model_learns_from_kafka_into_redis(
-    model: str, kafka_bootstrap: str, kafka_topic: str, redis_db: RedisTarget,
-    learners: list[Learner], tmp_path: Path,
+    model: str, kafka_bootstrap: str, kafka_topic: str, redis_db: RedisTarget, tmp_path: Path,
 ) -> None:  # fmt: skip
     rng = np.random.default_rng(5)
     events = [
@@ -169,8 +158,17 @@ def test_a_torch_model_learns_from_kafka_into_redis(
     ]
     produce(kafka_bootstrap, kafka_topic, events)
     args = consume_args(kafka_bootstrap, kafka_topic, redis_db, "--model", model)
-    learner = Learner([*args, "--sampled-negatives", "64"], tmp_path / "l.log")
-    learners.append(learner.start())
+    learner = Learner([*args, "--sampled-negatives", "64"], tmp_path / "l.log").start()
+    try:
+        _check_published(learner, events, model, redis_db)
+    finally:
+        if learner.alive():
+            learner.kill()
+
+
+def _check_published(
+    learner: Learner, events: list[ViewEvent], model: str, redis_db: RedisTarget
+) -> None:
     client, prefix = redis_db.client, redis_db.prefix
     wait_for(lambda: meta_events(client, prefix) == 1500, 120, lambda: learner.log())
     watched: dict[str, set[str]] = {}
