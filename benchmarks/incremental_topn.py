@@ -105,6 +105,8 @@ def run(events: int, search_options: dict[str, Any], warm: int) -> dict[str, Any
         "recall@10": round(float(np.average(values, weights=weights)), 4),
         "recall@10_worst_publish": round(float(values.min()), 4),
         "rescored_share": round(lists.rescored / max(1, searched), 3),
+        "first_touch_share": round(lists.first_touches / max(1, searched), 3),
+        "untrusted_share": round(lists.untrusted / max(1, searched), 3),
         "incremental_users_per_cpu_s": round(ranked / incremental_cpu),
         "exact_users_per_cpu_s": round(ranked / exact_cpu),
         "speedup": round(exact_cpu / incremental_cpu, 2),

@@ -13,7 +13,9 @@ USERS, ITEMS, N = 6, 300, 5
 
 
 def _model(**search: object) -> MatrixFactorization:
-    config = SearchConfig(**{"candidates": 16, "full_pass_every": 100, **search})  # type: ignore[arg-type]
+    config = SearchConfig(
+        **{"candidates": 16, "full_pass_every": 100, "recent_publishes": 100, **search}
+    )  # type: ignore[arg-type]
     model = MatrixFactorization(ModelConfig(dim=8, seed=3), search=config)
     model.users.add_many(range(USERS))
     model.items.add_many(range(ITEMS))
@@ -89,6 +91,17 @@ def test_the_full_search_runs_every_kth_touch() -> None:
     assert counts == [1, 1, 1, 2, 2, 2, 3]
 
 
+def test_a_list_older_than_the_moved_items_window_is_searched_in_full() -> None:
+    model, users = _model(recent_publishes=2), np.arange(USERS)
+    lists = model.candidate_lists
+    assert lists is not None
+    model.recommend(users, N)
+    model.recommend(users[:1], N)  # the others' lists age
+    model.recommend(users[:1], N)
+    model.recommend(users, N)
+    assert lists.full_searches == 2 * USERS and lists.rescored == 2  # publish 4: all 3 old
+
+
 def test_a_user_who_moved_past_the_bound_is_searched_in_full() -> None:
     model, users = _model(), np.arange(USERS)
     model.recommend(users, N)
@@ -100,14 +113,6 @@ def test_a_user_who_moved_past_the_bound_is_searched_in_full() -> None:
     assert model.candidate_lists.full_searches == USERS + 1  # type: ignore[union-attr]
     assert again[0][0] == 7
     np.testing.assert_array_equal(again[0], _exact(model, users)[0])
-
-
-def test_a_small_catalogue_keeps_every_item_as_candidates() -> None:
-    model, users = _model(candidates=ITEMS * 2), np.arange(USERS)
-    model.recommend(users, N)
-    model.user_table.weight[:] = torch.randn(USERS, 8)  # no bound to pass: nothing is outside
-    np.testing.assert_array_equal(model.recommend(users, N).items, _exact(model, users))
-    assert model.candidate_lists.rescored == USERS  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,7 @@ MIN_CHUNK_USERS = 64
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _place(
-    best: np.ndarray, at: np.ndarray, size: int, score: float, column: int
-) -> None:
+def _place(best: np.ndarray, at: np.ndarray, size: int, score: float, column: int) -> None:
     """Put (score, column) at the heap's root and sift it down: the first `size` entries
     stay a heap with the worst on top (lower score; on a tie, the higher column)."""
     slot = 0
