@@ -10,8 +10,9 @@ runs again for a user when:
 - they have no candidates (first touch, after a restore, after being forgotten);
 - their last full search is more than `recent_publishes` publishes old (the moved rows
   are kept that long, so every item this process moved since a list's search is
-  re-scored: the lists are exact when the bound below holds), or this is their `full_pass_every`-th touch since it (catches items
-  that another worker moved, and approximate searches' misses);
+  re-scored: the lists are exact when the bound below holds), or this is their
+  `full_pass_every`-th touch since it (catches items that another worker moved, and
+  approximate searches' misses);
 - the items moved since and the candidates pass a quarter of the catalogue
   (re-scoring would cost about as much as the full search);
 - the re-scored list cannot be trusted. With every item vector within `radius` of a
