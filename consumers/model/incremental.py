@@ -255,7 +255,7 @@ class CandidateLists:
             grown = np.full(size, -1, dtype=np.int32)
             grown[: self._slot_of.size] = self._slot_of
             self._slot_of = grown
-        slots = self._slot_of[user_rows].astype(np.int64)
+        slots: np.ndarray = self._slot_of[user_rows].astype(np.int64)
         for i in np.flatnonzero(slots < 0).tolist():
             slots[i] = self._free.pop() if self._free else self._next_slot()
             self._slot_of[user_rows[i]] = slots[i]
