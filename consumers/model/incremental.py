@@ -13,8 +13,10 @@ runs again for a user when:
   re-scored: the lists are exact when the bound below holds), or this is their
   `full_pass_every`-th touch since it (catches items that another worker moved, and
   approximate searches' misses);
-- the items moved since and the candidates pass a quarter of the catalogue
-  (re-scoring would cost about as much as the full search);
+- the items told moved in the window and the candidates pass a quarter of the catalogue
+  (re-scoring would cost about as much as the full search): then every user gets a
+  plain full search of the top n and no list is kept (small catalogues, where a batch
+  moves a large share of the items);
 - the re-scored list cannot be trusted. With every item vector within `radius` of a
   `centre` c, an item j outside the candidates that did not move scores
   `u.v_j = a.v_j + (u - a).c + (u - a).(v_j - c) <= floor + (u - a).c + |u - a| * radius`
@@ -65,6 +67,7 @@ class CandidateLists:
         self.untrusted = 0  # full searches after a re-scored list failed the bound
         # (publish, item rows moved just before it), for the last `recent_publishes`.
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=config.recent_publishes)
+        self._told: deque[int] = deque(maxlen=config.recent_publishes)  # rows per items_moved
         self._pending = np.zeros(0, dtype=np.int64)  # moved since the last ranking
         self._publishes = 0
         self._items = 0  # item rows at the last ranking
@@ -121,6 +124,10 @@ class CandidateLists:
     ) -> tuple[Tensor, Tensor]:
         """Top-`n` (scores, item rows) per user, watched items excluded; -inf / -1 pads."""
         self._start_publish(items)
+        window = sum(self._told) + min(self.config.candidates, items.shape[0])
+        if window > items.shape[0] * MAX_POOL_SHARE:  # no list could be re-scored cheaply
+            self.full_searches += user_rows.size
+            return full_search(user_rows, queries, n)
         users = user_rows.size
         scores = torch.full((users, n), float("-inf"))
         rows = torch.full((users, n), -1, dtype=torch.long)
@@ -132,11 +139,6 @@ class CandidateLists:
         age = self._publishes - self._searched_at[slots[known]]
         known[known] = age <= self.config.recent_publishes
         moved = self._moved_since(int(self._searched_at[slots[known]].min(initial=1 << 30)))
-        if (
-            moved.size + min(self.config.candidates, items.shape[0])
-            > items.shape[0] * MAX_POOL_SHARE
-        ):
-            known[:] = False  # re-scoring would cost about as much as a full search
         rescore = np.flatnonzero(known)
         if rescore.size:
             got_s, got_r, trusted = self._rescore(
@@ -160,7 +162,9 @@ class CandidateLists:
         item within `radius` of `centre` (refit every `refresh_every` publishes, widened
         by the moved rows in between)."""
         added = np.arange(self._items, items.shape[0], dtype=np.int64)  # new rows moved too
-        moved = np.union1d(self._pending[self._pending < items.shape[0]], added)
+        told = self._pending[self._pending < items.shape[0]]
+        self._told.append(told.size)
+        moved = np.union1d(told, added)
         self._pending, self._items = np.zeros(0, dtype=np.int64), items.shape[0]
         if self._publishes % self.config.refresh_every == 0 and items.shape[0]:
             self._centre = items.mean(dim=0)
