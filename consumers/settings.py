@@ -110,7 +110,7 @@ class TrainingSettings(BaseSettings):
         100_000, ge=1, description="catalogue size from which auto searches HNSW, not exact"
     )
     topn_candidates: int = Field(
-        256,
+        0,
         ge=0,
         description="items kept per user from a full search and re-scored on the next "
         "touches, with the items just moved (0: a full search every publish)",

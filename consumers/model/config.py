@@ -69,7 +69,7 @@ class SearchConfig:
     ef_construction: int = 64
     ef_search: int = 96  # recall@10 >= 0.95 at 1M items (benchmarks/topn.py)
     overfetch: float = 1.5
-    candidates: int = 256
+    candidates: int = 0  # off: at 20k items the lists cost 4x exact (benchmarks/README.md)
     full_pass_every: int = 8
     recent_publishes: int = 1
 
