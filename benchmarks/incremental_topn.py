@@ -6,9 +6,10 @@ batch it publishes as the publisher does (`items_moved` with the batch's positiv
 negatives, then `recommend` for the batch's users) through the incremental lists
 (consumers/model/incremental.py, `SearchConfig` defaults but 256 candidates: the lists are
 off by default), and the same users are ranked by an exact search over every item on the
-same tables and histories. Reported: recall@10 of the incremental lists against the exact ones (per publish, averaged over users), the
-share of users ranked without a full search, and users/s of both per CPU second of this
-process (one thread; the machine may be shared, so wall time would count others' work).
+same tables and histories. Reported: recall@10 of the incremental lists against the exact
+ones (per publish, averaged over users), the share of users ranked without a full search,
+and users/s of both per CPU second of this process (one thread; the machine may be shared,
+so wall time would count others' work).
 
     PYTHONPATH=. python benchmarks/incremental_topn.py [--events N] [--candidates C] ...
 """
