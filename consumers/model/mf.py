@@ -12,6 +12,7 @@ from consumers.model.ann import LiveSearch, make_index
 from consumers.model.base import Batch, Floats, Ranking, Rows, Step, TableSize
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.history import History
+from consumers.model.incremental import CandidateLists
 from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.packing import section
 from consumers.model.storage import Storage, local_storage
@@ -35,10 +36,13 @@ class MatrixFactorization:
         storage: Callable[[ModelConfig, torch.Generator], Storage] = local_storage,
         search: SearchConfig | None = None,
     ) -> None:
-        """`search` picks exact or approximate top-N (default: exact)."""
+        """`search` picks the top-N index and the incremental lists (default: `auto`)."""
         self.config = config
         self.search = search or SearchConfig()
         self._live_search: dict[str, LiveSearch] = {}
+        self.candidate_lists = (
+            CandidateLists(self.search, config.dim) if self.search.candidates else None
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         ids_and_rows = storage(config, self.generator)
         self.users = ids_and_rows.users
@@ -65,6 +69,8 @@ class MatrixFactorization:
             self.user_table.weight[row] = 0.0
             self.user_table.accumulator[row] = 0.0
             self.history.forget(row)
+        if row is not None and self.candidate_lists is not None:
+            self.candidate_lists.forget(row)
         return row
 
     def state(self) -> dict[str, Tensor]:
@@ -94,6 +100,8 @@ class MatrixFactorization:
             self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
         self.history.load(tensors["history_offsets"], tensors["history_items"])
         self.generator.set_state(tensors["generator"])
+        if self.candidate_lists is not None:
+            self.candidate_lists.clear()
 
     def learn(self, batch: Batch) -> Step:
         """`config.passes` steps on one batch of views, with fresh negatives each pass.
@@ -137,14 +145,16 @@ class MatrixFactorization:
         return Step(loss, learned, negatives[negatives >= 0])
 
     def items_moved(self, item_rows: Collection[int]) -> None:
-        """Tell the approximate indexes (if any) which item rows changed."""
+        """Tell the approximate indexes and the candidate lists which item rows changed."""
         for live in self._live_search.values():
             live.mark_moved(item_rows)
+        if self.candidate_lists is not None:
+            self.candidate_lists.items_moved(np.fromiter(item_rows, np.int64, len(item_rows)))
 
     def _approximate(self, kind: str) -> LiveSearch | None:
         """The ANN search for `kind` ("recommend" or "similar"), or None for exact search."""
         search = self.search
-        if search.index != "ann" or self.item_table.rows < search.ann_min_items:
+        if not search.approximate(self.item_table.rows):
             return None
         live = self._live_search.get(kind)
         if live is None:
@@ -171,20 +181,28 @@ class MatrixFactorization:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""
         self.sync_rows()
         queries = self.user_table.weight[torch.from_numpy(user_rows)]
+        if self.candidate_lists is None:
+            return _ranking(self._full_search(user_rows, queries, n))
+        return _ranking(
+            self.candidate_lists.recommend(
+                user_rows, queries, self.item_table.weight, self.history, n, self._full_search
+            )
+        )
+
+    def _full_search(self, user_rows: Rows, queries: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Top-`n` over every item, by the index `search` picks for the catalogue's size."""
         offsets, watched = self.history.lists(user_rows)
         approximate = self._approximate("recommend")
         if approximate is not None:
             per_user = np.split(watched, offsets[1:-1])
-            return _ranking(approximate.search(queries, self.item_table.weight, n, per_user))
+            return approximate.search(queries, self.item_table.weight, n, per_user)
         exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-        return _ranking(
-            top_n(
-                queries,
-                self.item_table.weight,
-                n,
-                torch.from_numpy(exclude_rows),
-                torch.from_numpy(watched),
-            )
+        return top_n(
+            queries,
+            self.item_table.weight,
+            n,
+            torch.from_numpy(exclude_rows),
+            torch.from_numpy(watched),
         )
 
     def similar(self, item_rows: Rows, n: int) -> Ranking:
