@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -54,8 +56,19 @@ class RankedList:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedStrings:
+    """STRING writes already encoded (by `ListEncoder` and `encode_vectors`): `values[i]`
+    is the value of `keys[i]`."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Publication:
-    """Everything one micro-batch publishes."""
+    """Everything one micro-batch publishes: lists and vectors by id (each encoded on its
+    own, the readable form), and `encoded`, written after them (the publisher's batch
+    form)."""
 
     model: str
     version: int
@@ -66,6 +79,7 @@ class Publication:
     item_similar: dict[Id, RankedList] = field(default_factory=dict)
     popular: RankedList | None = None
     meta: dict[str, str | int | float] = field(default_factory=dict)
+    encoded: EncodedStrings = field(default_factory=EncodedStrings)
 
 
 def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: float) -> bytes:
@@ -80,6 +94,63 @@ def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: floa
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+class ListEncoder:
+    """Encodes a batch of ranked lists byte for byte as `encode_ranked` encodes each one:
+    each item row's JSON id (its fragment) is encoded once and kept, the batch's scores by
+    one orjson call, and each list is the join of its fragments and score texts.
+
+    An item row keeps its id for good (items are never forgotten), so fragments never
+    go stale; they cost one bytes object per item row ranked so far."""
+
+    def __init__(self, item_ids: Callable[[list[int]], list[Id]]) -> None:
+        self._item_ids = item_ids
+        self._fragments = np.empty(0, dtype=object)
+        self._known = np.zeros(0, dtype=bool)
+
+    def encode(
+        self,
+        scores: np.ndarray,
+        items: np.ndarray,
+        model: str,
+        version: int,
+        updated_at: float,
+    ) -> list[bytes]:
+        """One value per row of `scores` and `items` ([lists, n], best first), each list
+        its first as many slots as it has finite scores (empty slots, -inf, come last)."""
+        lengths = np.isfinite(scores).sum(axis=1)
+        kept = np.arange(scores.shape[1]) < lengths[:, None]
+        fragments = self._fragments_of(items[kept])
+        numbers = orjson.dumps(scores[kept], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        texts = numbers.split(b",") if numbers else []
+        head, middle = b'{"items":[', b'],"scores":['
+        tail = (
+            b"]," + orjson.dumps({"model": model, "version": version, "updated_at": updated_at})[1:]
+        )
+        bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+        return [
+            b"".join(
+                (head, b",".join(fragments[start:end]), middle, b",".join(texts[start:end]), tail)
+            )
+            for start, end in pairwise(bounds)
+        ]
+
+    def _fragments_of(self, rows: np.ndarray) -> list[bytes]:
+        if rows.size == 0:
+            return []
+        needed = int(rows.max()) + 1
+        if needed > self._known.size:
+            size = max(needed, 2 * self._known.size)
+            fragments, known = np.empty(size, dtype=object), np.zeros(size, dtype=bool)
+            fragments[: self._known.size], known[: self._known.size] = self._fragments, self._known
+            self._fragments, self._known = fragments, known
+        missing = np.unique(rows[~self._known[rows]])
+        if missing.size:
+            self._fragments[missing] = [orjson.dumps(i) for i in self._item_ids(missing.tolist())]
+            self._known[missing] = True
+        found: list[bytes] = self._fragments[rows].tolist()
+        return found
+
+
 def decode_ranked(value: bytes) -> dict[str, Any]:
     decoded: dict[str, Any] = orjson.loads(value)
     return decoded
@@ -88,6 +159,12 @@ def decode_ranked(value: bytes) -> dict[str, Any]:
 def encode_vector(vector: np.ndarray) -> bytes:
     """Little-endian float32 bytes."""
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def encode_vectors(vectors: np.ndarray) -> list[bytes]:
+    """`encode_vector` of each row of [rows, dim > 0], sliced from one buffer."""
+    buffer, width = np.ascontiguousarray(vectors, dtype="<f4").tobytes(), 4 * vectors.shape[1]
+    return [buffer[start : start + width] for start in range(0, len(buffer), width)]
 
 
 def decode_vector(value: bytes) -> np.ndarray:
@@ -108,4 +185,5 @@ def string_writes(publication: Publication, keys: Keys) -> dict[str, bytes]:
         writes[keys.item_similar(item)] = encode_ranked(ranked, *stamp)
     if publication.popular is not None:
         writes[keys.popular] = encode_ranked(publication.popular, *stamp)
+    writes.update(zip(publication.encoded.keys, publication.encoded.values, strict=True))
     return writes
