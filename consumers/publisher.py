@@ -262,7 +262,7 @@ class Publisher:
         similar_ids = model.items.raws(positive_rows.tolist())
         popular_rows = popularity.top(n, popularity.ranking(n, len(model.items)))
         self.learner.totals.add_version()
-        stamp = (model.name, self.version, round(self.clock(), 3))
+        stamp = model.name, self.version, round(self.clock(), 3)
         encoded = EncodedStrings(
             [
                 *map(keys.user_top, user_ids),
@@ -271,10 +271,10 @@ class Publisher:
                 *map(keys.item_similar, similar_ids),
             ],
             [
-                *self.encoder.encode(*user_ranking, *stamp),
+                *self.encoder.encode(user_ranking.scores, user_ranking.items, *stamp),
                 *encode_vectors(model.user_vectors(user_rows)),
                 *encode_vectors(model.item_vectors(touched_items)),
-                *self.encoder.encode(*similar, *stamp),
+                *self.encoder.encode(similar.scores, similar.items, *stamp),
             ],
         )
         publication = Publication(
