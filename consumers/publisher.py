@@ -23,11 +23,12 @@ from consumers.model.base import Ranking
 from consumers.quality import ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import (
-    EncodedStrings,
-    ListEncoder,
+    BatchEncoder,
     Publication,
     RankedList,
-    encode_vectors,
+    RankedRows,
+    Stamp,
+    VectorRows,
 )
 from streamer.events import Id
 
@@ -74,7 +75,7 @@ class Publisher:
         self.similar_interval_s = similar_interval_s
         self.owns = owns
         self.served = ServedLists(QUALITY_K)
-        self.encoder = ListEncoder(self._item_ids)
+        self.encoder = BatchEncoder(store.keys, self._item_ids)
         self.publish_failures = 0
         self._dirty_users: set[int] = set()
         self._dirty_items: set[int] = set()
@@ -202,7 +203,7 @@ class Publisher:
         self._dirty_items = set(tensors["dirty_items"].tolist())
         self._dirty_positives = set(tensors["dirty_positives"].tolist())
         self._doomed_keys = set(manifest["doomed_keys"])
-        self.encoder = ListEncoder(self._item_ids)  # the restored registry's ids
+        self.encoder = BatchEncoder(self.store.keys, self._item_ids)  # the restored ids
         if shared:
             self.learner.totals.load_version(manifest["version"])
 
@@ -248,7 +249,7 @@ class Publisher:
         self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
     ) -> Ranking | None:
         """Write one publication; the users' new ranking, or None on failure."""
-        model, popularity, keys = self.learner.model, self.learner.popularity, self.store.keys
+        model, popularity = self.learner.model, self.learner.popularity
         n = model.config.top_n
         model.items_moved(touched_items.tolist())
         user_ranking = model.recommend(user_rows, n)
@@ -258,24 +259,15 @@ class Publisher:
             else Ranking(np.empty((0, n), np.float32), np.empty((0, n), np.int64))
         )
         user_ids = model.users.raws(user_rows.tolist())
-        item_ids = model.items.raws(touched_items.tolist())
-        similar_ids = model.items.raws(positive_rows.tolist())
         popular_rows = popularity.top(n, popularity.ranking(n, len(model.items)))
         self.learner.totals.add_version()
-        stamp = model.name, self.version, round(self.clock(), 3)
-        encoded = EncodedStrings(
-            [
-                *map(keys.user_top, user_ids),
-                *map(keys.user_vector, user_ids),
-                *map(keys.item_vector, item_ids),
-                *map(keys.item_similar, similar_ids),
-            ],
-            [
-                *self.encoder.encode(user_ranking.scores, user_ranking.items, *stamp),
-                *encode_vectors(model.user_vectors(user_rows)),
-                *encode_vectors(model.item_vectors(touched_items)),
-                *self.encoder.encode(similar.scores, similar.items, *stamp),
-            ],
+        stamp = Stamp(model.name, self.version, round(self.clock(), 3))
+        encoded = self.encoder.strings(
+            stamp,
+            RankedRows(user_ids, *user_ranking),
+            VectorRows(user_ids, model.user_vectors(user_rows)),
+            VectorRows(model.items.raws(touched_items.tolist()), model.item_vectors(touched_items)),
+            RankedRows(model.items.raws(positive_rows.tolist()), *similar),
         )
         publication = Publication(
             *stamp,
@@ -284,7 +276,7 @@ class Publisher:
                 "model": model.name,
                 "dim": model.config.dim,
                 "version": self.version,
-                "updated_at": stamp[2],
+                "updated_at": stamp.updated_at,
                 "users": len(model.users),
                 "items": len(model.items),
                 "events": self.learner.events,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -57,8 +57,8 @@ class RankedList:
 
 @dataclass(frozen=True, slots=True)
 class EncodedStrings:
-    """STRING writes already encoded (by `ListEncoder` and `encode_vectors`): `values[i]`
-    is the value of `keys[i]`."""
+    """STRING writes already encoded (by `BatchEncoder`): `values[i]` is the value of
+    `keys[i]`."""
 
     keys: list[str] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
@@ -83,6 +83,7 @@ class Publication:
 
 
 def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: float) -> bytes:
+    """One list's JSON: what readers decode, and what `BatchEncoder.lists` must equal."""
     body = {
         "items": ranked.items,
         "scores": ranked.scores,
@@ -94,38 +95,79 @@ def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: floa
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-class ListEncoder:
-    """Encodes a batch of ranked lists byte for byte as `encode_ranked` encodes each one:
-    each item row's JSON id (its fragment) is encoded once and kept, the batch's scores by
-    one orjson call, and each list is the join of its fragments and score texts.
+class Stamp(NamedTuple):
+    """What every list of one publication carries besides its items and scores."""
+
+    model: str
+    version: int
+    updated_at: float
+
+
+class RankedRows(NamedTuple):
+    """Many ids' lists, as a model ranks them: `ids[i]`'s list is row i of `scores` and
+    `items` (item rows, best first; empty slots, -inf, last)."""
+
+    ids: list[Id]
+    scores: np.ndarray
+    items: np.ndarray
+
+
+class VectorRows(NamedTuple):
+    """Many ids' vectors: `ids[i]`'s is row i of `vectors`."""
+
+    ids: list[Id]
+    vectors: np.ndarray
+
+
+class BatchEncoder:
+    """Encodes a batch's keys byte for byte as `string_writes` encodes a `Publication` of
+    the same lists and vectors, without a Python object per list: each item row's JSON id
+    (its fragment) is encoded once and kept, the batch's scores by one orjson call, each
+    list is a join of fragments and score texts, and vectors are slices of one buffer.
 
     An item row keeps its id for good (items are never forgotten), so fragments never
     go stale; they cost one bytes object per item row ranked so far."""
 
-    def __init__(self, item_ids: Callable[[list[int]], list[Id]]) -> None:
+    def __init__(self, keys: Keys, item_ids: Callable[[list[int]], list[Id]]) -> None:
+        self.keys = keys
         self._item_ids = item_ids
         self._fragments = np.empty(0, dtype=object)
         self._known = np.zeros(0, dtype=bool)
 
-    def encode(
+    def strings(
         self,
-        scores: np.ndarray,
-        items: np.ndarray,
-        model: str,
-        version: int,
-        updated_at: float,
-    ) -> list[bytes]:
-        """One value per row of `scores` and `items` ([lists, n], best first), each list
-        its first as many slots as it has finite scores (empty slots, -inf, come last)."""
+        stamp: Stamp,
+        user_tops: RankedRows,
+        user_vectors: VectorRows,
+        item_vectors: VectorRows,
+        item_similar: RankedRows,
+    ) -> EncodedStrings:
+        keys = self.keys
+        return EncodedStrings(
+            [
+                *map(keys.user_top, user_tops.ids),
+                *map(keys.user_vector, user_vectors.ids),
+                *map(keys.item_vector, item_vectors.ids),
+                *map(keys.item_similar, item_similar.ids),
+            ],
+            [
+                *self.lists(user_tops.scores, user_tops.items, stamp),
+                *encode_vectors(user_vectors.vectors),
+                *encode_vectors(item_vectors.vectors),
+                *self.lists(item_similar.scores, item_similar.items, stamp),
+            ],
+        )
+
+    def lists(self, scores: np.ndarray, items: np.ndarray, stamp: Stamp) -> list[bytes]:
+        """`encode_ranked` of each row of `scores` and `items` ([lists, n], best first),
+        each list its first as many slots as it has finite scores."""
         lengths = np.isfinite(scores).sum(axis=1)
         kept = np.arange(scores.shape[1]) < lengths[:, None]
         fragments = self._fragments_of(items[kept])
         numbers = orjson.dumps(scores[kept], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
         texts = numbers.split(b",") if numbers else []
         head, middle = b'{"items":[', b'],"scores":['
-        tail = (
-            b"]," + orjson.dumps({"model": model, "version": version, "updated_at": updated_at})[1:]
-        )
+        tail = b"]," + orjson.dumps(stamp._asdict())[1:]
         bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
         return [
             b"".join(
@@ -173,7 +215,7 @@ def decode_vector(value: bytes) -> np.ndarray:
 
 def string_writes(publication: Publication, keys: Keys) -> dict[str, bytes]:
     """Every STRING key the publication sets, with its encoded value."""
-    stamp = (publication.model, publication.version, publication.updated_at)
+    stamp = Stamp(publication.model, publication.version, publication.updated_at)
     writes: dict[str, bytes] = {}
     for user, ranked in publication.user_tops.items():
         writes[keys.user_top(user)] = encode_ranked(ranked, *stamp)
