@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -164,16 +163,14 @@ class BatchEncoder:
         lengths = np.isfinite(scores).sum(axis=1)
         kept = np.arange(scores.shape[1]) < lengths[:, None]
         fragments = self._fragments_of(items[kept])
-        numbers = orjson.dumps(scores[kept], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-        texts = numbers.split(b",") if numbers else []
         head, middle = b'{"items":[', b'],"scores":['
         tail = b"]," + orjson.dumps(stamp._asdict())[1:]
         bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
         return [
-            b"".join(
-                (head, b",".join(fragments[start:end]), middle, b",".join(texts[start:end]), tail)
+            b"".join((head, b",".join(fragments[start:end]), middle, numbers, tail))
+            for start, end, numbers in zip(
+                bounds[:-1], bounds[1:], score_texts(scores, lengths), strict=True
             )
-            for start, end in pairwise(bounds)
         ]
 
     def _fragments_of(self, rows: np.ndarray) -> list[bytes]:
@@ -191,6 +188,18 @@ class BatchEncoder:
             self._known[missing] = True
         found: list[bytes] = self._fragments[rows].tolist()
         return found
+
+
+def score_texts(scores: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """Per row of [lists, n] `scores`, its first `lengths[i]` scores as orjson writes
+    them, comma-separated: one orjson call for the whole matrix."""
+    if scores.shape[1] == 0:
+        return [b""] * scores.shape[0]
+    matrix = orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)  # [[..],[..]]
+    rows = matrix[2:-2].split(b"],[") if scores.shape[0] else []
+    for short in np.flatnonzero(lengths < scores.shape[1]).tolist():  # empty slots (null)
+        rows[short] = b",".join(rows[short].split(b",")[: lengths[short]])
+    return rows
 
 
 def decode_ranked(value: bytes) -> dict[str, Any]:
