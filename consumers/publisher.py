@@ -5,7 +5,8 @@ changed users and items stay pending, retried with exponential backoff (capped);
 once it is back, keys published before the outage are probed, and if the store lost
 them (a restart without persistence) everything is published again. A forgotten
 user's keys are deleted before anything else is written. The lists it publishes are
-the served lists the learner scores the next views against.
+the served lists the learner scores the next views against. A batch's lists and vectors
+are encoded together (`BatchEncoder`), not one Python object per user.
 """
 
 from __future__ import annotations
