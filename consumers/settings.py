@@ -153,9 +153,9 @@ class ConsumeSettings(TrainingSettings):
         0.1,
         ge=0,
         description="seconds between publishes (0: publish every batch); a user changed by "
-        "several batches in one is written once. The default learns 1.8x the events/s of "
-        "0 (2 workers) and makes lists up to 0.1 s later at low load, sooner near "
-        "saturation (benchmarks/results/coalescing.json)",
+        "several batches in one is written once. The default learned 1.3-1.8x the events/s "
+        "of 0 (2 workers); its cost: a list appears up to 0.1 s later at the same load, "
+        "sooner near saturation (benchmarks/README.md, coalescing.py)",
     )
     kafka_options: JsonObject = Field(default_factory=dict, description=KAFKA_OPTIONS)
     kafka_password: SecretStr | None = Field(None, description=KAFKA_PASSWORD)
