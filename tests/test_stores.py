@@ -11,6 +11,7 @@ from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.redis import RedisStore
 from consumers.sinks.schema import Keys, Publication, RankedList, decode_vector
+from tests.conftest import RedisTarget
 from tests.learners import wait_for
 
 
@@ -111,3 +112,12 @@ def test_an_owner_lease_that_is_not_renewed_lapses(store: RecommendationStore) -
     assert store.hold_owner("b", 30) == "a"
     wait_for(lambda: store.hold_owner("b", 30) is None, 5, "a's lease to lapse")
     assert store.hold_owner("a", 30) == "b"
+
+
+def test_a_publish_after_redis_closed_the_connection_goes_through(redis_db: RedisTarget) -> None:
+    store = RedisStore(redis_db.client, "t:")
+    store.publish(publication(1))
+    # Redis drops every other client (as a restart or an idle timeout would).
+    redis_db.client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    store.publish(publication(2))
+    assert json.loads(store.get("t:user:u1:top") or b"null")["version"] == 2

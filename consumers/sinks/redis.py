@@ -93,13 +93,18 @@ class RedisStore:
             commands.append(pack_command(b"HSET", self.keys.meta.encode(), *fields))
         connection: Any = self._publishing or self.client.connection_pool.make_connection()
         self._publishing = connection
-        try:
-            connection.send_packed_command(commands)
-            for _ in commands:
-                connection.read_response()
-        except redis.RedisError as error:
-            connection.disconnect()  # replies may be left unread: reconnect next time
-            raise StoreUnavailable(f"redis: {error}") from error
+        for retry in (True, False):
+            try:
+                connection.send_packed_command(commands)
+                for _ in commands:
+                    connection.read_response()
+                return
+            except redis.RedisError as error:
+                connection.disconnect()  # replies may be left unread: reconnect next time
+                # Once more on a fresh connection when the kept one was closed meanwhile
+                # (a Redis restart, an idle timeout): every write here is idempotent.
+                if not (retry and isinstance(error, redis.ConnectionError)):
+                    raise StoreUnavailable(f"redis: {error}") from error
 
     def get(self, key: str) -> bytes | None:
         try:
