@@ -5,7 +5,8 @@ changed users and items stay pending, retried with exponential backoff (capped);
 once it is back, keys published before the outage are probed, and if the store lost
 them (a restart without persistence) everything is published again. A forgotten
 user's keys are deleted before anything else is written. The lists it publishes are
-the served lists the learner scores the next views against.
+the served lists the learner scores the next views against. A batch's lists and vectors
+are encoded together (`BatchEncoder`), not one Python object per user.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from consumers.learner import QUALITY_K, LearnedBatch, OnlineLearner
 from consumers.model.base import Ranking
 from consumers.quality import ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
-from consumers.sinks.schema import Publication, RankedList
+from consumers.sinks.schema import (
+    BatchEncoder,
+    Publication,
+    RankedList,
+    RankedRows,
+    Stamp,
+    VectorRows,
+)
 from streamer.events import Id
 
 MAX_RETRY_SECONDS = 30.0
@@ -68,6 +76,7 @@ class Publisher:
         self.similar_interval_s = similar_interval_s
         self.owns = owns
         self.served = ServedLists(QUALITY_K)
+        self.encoder = BatchEncoder(store.keys, self._item_ids)
         self.publish_failures = 0
         self._dirty_users: set[int] = set()
         self._dirty_items: set[int] = set()
@@ -126,7 +135,7 @@ class Publisher:
             if self._outage
             else []
         )
-        served = (
+        ranking = (
             self._publish(
                 users,
                 np.asarray(positives, dtype=np.int64),
@@ -136,7 +145,7 @@ class Publisher:
             else None
         )
         seconds = time.perf_counter() - started
-        if served is None:
+        if ranking is None:
             self._outage = True
             self.publish_failures += 1
             self._retry_delay = min(max(2 * self._retry_delay, 0.5), MAX_RETRY_SECONDS)
@@ -144,7 +153,7 @@ class Publisher:
             return PublishResult(False, 0, seconds, np.empty(0), self._store_error)
         published_at = self.clock()
         self._published_at = published_at
-        self.served.update(served)
+        self.served.replace(users, ranking.items, np.isfinite(ranking.scores).sum(axis=1))
         freshness = published_at - np.asarray(self._arrivals)
         self._dirty_users.clear()
         self._dirty_items.clear()
@@ -195,8 +204,12 @@ class Publisher:
         self._dirty_items = set(tensors["dirty_items"].tolist())
         self._dirty_positives = set(tensors["dirty_positives"].tolist())
         self._doomed_keys = set(manifest["doomed_keys"])
+        self.encoder = BatchEncoder(self.store.keys, self._item_ids)  # the restored ids
         if shared:
             self.learner.totals.load_version(manifest["version"])
+
+    def _item_ids(self, rows: list[int]) -> list[Id]:
+        return self.learner.model.items.raws(rows)
 
     def _store_lost(self, user_rows: list[int]) -> bool:
         """Whether any of these users' lists, published before an outage, is gone."""
@@ -233,68 +246,47 @@ class Publisher:
         self._doomed_keys.clear()
         return True
 
-    def _ranked(
-        self, rows: np.ndarray, ranking: Ranking
-    ) -> dict[int, tuple[list[int], np.ndarray]]:
-        """Per row, its (item rows, float32 scores) best first, excluded (-inf) slots dropped."""
-        kept = np.isfinite(ranking.scores).sum(axis=1).tolist()
-        score_rows, item_lists = ranking.scores, ranking.items.tolist()
-        return {
-            row: (item_lists[i][:n], score_rows[i, :n])
-            for i, (row, n) in enumerate(zip(rows.tolist(), kept, strict=True))
-        }
-
-    def _as_list(self, ranked: tuple[list[int], np.ndarray]) -> RankedList:
-        return RankedList(self.learner.model.items.raws(ranked[0]), ranked[1])
-
     def _publish(
         self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
-    ) -> dict[int, list[int]] | None:
-        """Write one publication; the new served top-k per user row, or None on failure."""
+    ) -> Ranking | None:
+        """Write one publication; the users' new ranking, or None on failure."""
         model, popularity = self.learner.model, self.learner.popularity
         n = model.config.top_n
         model.items_moved(touched_items.tolist())
-        user_tops: dict[Id, RankedList] = {}
-        served: dict[int, list[int]] = {}
-        for row, ranked in self._ranked(user_rows, model.recommend(user_rows, n)).items():
-            served[row] = ranked[0][:QUALITY_K]
-            user_tops[model.users.raw(row)] = self._as_list(ranked)
+        user_ranking = model.recommend(user_rows, n)
         similar = (
-            {
-                model.items.raw(row): self._as_list(ranked)
-                for row, ranked in self._ranked(
-                    positive_rows, model.similar(positive_rows, n)
-                ).items()
-            }
+            model.similar(positive_rows, n)
             if positive_rows.size  # none between similar-list refreshes
-            else {}
+            else Ranking(np.empty((0, n), np.float32), np.empty((0, n), np.int64))
         )
-        user_vectors = model.user_vectors(user_rows)
-        item_vectors = model.item_vectors(touched_items)
+        user_ids = model.users.raws(user_rows.tolist())
         popular_rows = popularity.top(n, popularity.ranking(n, len(model.items)))
         self.learner.totals.add_version()
+        stamp = Stamp(model.name, self.version, round(self.clock(), 3))
+        encoded = self.encoder.strings(
+            stamp,
+            RankedRows(user_ids, *user_ranking),
+            VectorRows(user_ids, model.user_vectors(user_rows)),
+            VectorRows(model.items.raws(touched_items.tolist()), model.item_vectors(touched_items)),
+            RankedRows(model.items.raws(positive_rows.tolist()), *similar),
+        )
         publication = Publication(
-            model=model.name,
-            version=self.version,
-            updated_at=round(self.clock(), 3),
-            user_tops=user_tops,
-            user_vectors=dict(zip(model.users.raws(user_rows), user_vectors, strict=True)),
-            item_vectors=dict(zip(model.items.raws(touched_items), item_vectors, strict=True)),
-            item_similar=similar,
+            *stamp,
             popular=RankedList(model.items.raws(popular_rows), popularity.scores(popular_rows)),
             meta={
                 "model": model.name,
                 "dim": model.config.dim,
                 "version": self.version,
-                "updated_at": round(self.clock(), 3),
+                "updated_at": stamp.updated_at,
                 "users": len(model.users),
                 "items": len(model.items),
                 "events": self.learner.events,
             },
+            encoded=encoded,
         )
         try:
             self.store.publish(publication)
         except StoreUnavailable as error:
             self._store_error = str(error)
             return None
-        return served
+        return user_ranking

@@ -168,6 +168,17 @@ class ServedLists:
             self._items[row, : len(items)] = items
             self._lengths[row] = len(items) + 1
 
+    def replace(self, rows: np.ndarray, items: np.ndarray, lengths: np.ndarray) -> None:
+        """Replace the lists of these distinct user rows: rows[i] gets items[i, :lengths[i]]
+        (at most k of them)."""
+        if rows.size == 0:
+            return
+        self._grow_to(int(rows.max()) + 1)
+        self._count += int(np.count_nonzero(self._lengths[rows] == 0))
+        width = min(items.shape[1], self.k)
+        self._items[rows, :width] = items[:, :width]
+        self._lengths[rows] = np.minimum(lengths, width) + 1
+
     def pop(self, row: int) -> None:
         if row < self._lengths.shape[0] and self._lengths[row]:
             self._lengths[row] = 0

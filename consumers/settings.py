@@ -173,6 +173,14 @@ class TrainingSettings(BaseSettings):
 
 class ConsumeSettings(TrainingSettings):
     bootstrap: str = Field("127.0.0.1:9092", description=BOOTSTRAP)
+    publish_interval_s: float = Field(
+        0.1,
+        ge=0,
+        description="seconds between publishes (0: publish every batch); a user changed by "
+        "several batches in one is written once. The default learned 1.3-1.8x the events/s "
+        "of 0 (2 workers); its cost: a list appears up to 0.1 s later at the same load, "
+        "sooner near saturation (benchmarks/README.md, coalescing.py)",
+    )
     kafka_options: JsonObject = Field(default_factory=dict, description=KAFKA_OPTIONS)
     kafka_password: SecretStr | None = Field(None, description=KAFKA_PASSWORD)
     topic: str = Field(VIEWS_TOPIC, description="Kafka topic of the view events to learn from")

@@ -32,7 +32,7 @@ from consumers.model.config import ModelConfig
 from consumers.model.mf import MatrixFactorization
 from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
-from consumers.sinks.schema import Publication, decode_vector
+from consumers.sinks.schema import Publication, decode_vector, string_writes
 from streamer.events import (
     DEAD_LETTER_SUFFIX,
     REASON_HEADER,
@@ -284,7 +284,8 @@ class WipedStore(MemoryStore):
 
         if self.down:
             raise StoreUnavailable("down for the test")
-        self.published_users.append(len(publication.user_tops))
+        tops = string_writes(publication, self.keys)
+        self.published_users.append(sum(key.endswith(":top") for key in tops if ":user:" in key))
         super().publish(publication)
 
     def restart(self, empty: bool) -> None:

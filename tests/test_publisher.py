@@ -109,6 +109,19 @@ def test_memory_held_stays_flat_on_a_stream_of_the_same_users() -> None:
     assert served.nbytes <= 2 * 2000 * (4 * 10 + 2)  # rows grow by doubling
 
 
+def test_the_served_list_is_the_head_of_the_published_one() -> None:
+    store = MemoryStore()
+    pair = online(ModelConfig(dim=4, top_n=15), store)
+    pair.process(views([(f"u{n % 5}", n % 30) for n in range(120)]))
+    pair.process(views([("u0", 3), ("new", 4)]))  # a list replaced, a list added
+    items = pair.learner.model.items
+    for user in ("u0", "u1", "new"):
+        published = json.loads(store.get(f"rs:user:{user}:top") or b"null")["items"]
+        served = pair.publisher.served.get(pair.learner.model.users.row(user) or 0) or []
+        assert items.raws(served) == published[:10]
+    assert len(pair.publisher.served) == 6
+
+
 def test_served_lists_keep_their_order_through_a_checkpoint() -> None:
     config = ModelConfig(dim=4)
     pair = online(config)

@@ -17,7 +17,7 @@ from consumers.model.shared import open_array
 from consumers.model.storage import SharedLayout, Storage, local_storage, shared_storage
 from consumers.sinks.base import StoreUnavailable
 from consumers.sinks.memory import MemoryStore
-from consumers.sinks.schema import Publication
+from consumers.sinks.schema import Publication, string_writes
 from streamer.events import Id, ViewEvent
 from tests.learners import Online, online
 
@@ -46,8 +46,10 @@ class Client(MemoryStore):
 
     def publish(self, publication: Publication) -> None:
         self._check()
-        for user in publication.user_tops:
-            self.host.writers[user].add(self.name)
+        prefix, suffix = f"{self.keys.prefix}user:", ":top"
+        for key in string_writes(publication, self.keys):
+            if key.startswith(prefix) and key.endswith(suffix):
+                self.host.writers[key[len(prefix) : -len(suffix)]].add(self.name)
         super().publish(publication)
 
     def get(self, key: str) -> bytes | None:

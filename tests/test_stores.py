@@ -10,7 +10,19 @@ import pytest
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.redis import RedisStore
-from consumers.sinks.schema import Keys, Publication, RankedList, decode_vector
+from consumers.sinks.schema import (
+    BatchEncoder,
+    Keys,
+    Publication,
+    RankedList,
+    RankedRows,
+    Stamp,
+    VectorRows,
+    decode_vector,
+    string_writes,
+)
+from streamer.events import Id
+from tests.conftest import RedisTarget
 from tests.learners import wait_for
 
 
@@ -111,3 +123,30 @@ def test_an_owner_lease_that_is_not_renewed_lapses(store: RecommendationStore) -
     assert store.hold_owner("b", 30) == "a"
     wait_for(lambda: store.hold_owner("b", 30) is None, 5, "a's lease to lapse")
     assert store.hold_owner("a", 30) == "b"
+
+
+def test_a_publish_after_redis_closed_the_connection_goes_through(redis_db: RedisTarget) -> None:
+    store = RedisStore(redis_db.client, "t:")
+    store.publish(publication(1))
+    # Redis drops every other client (as a restart or an idle timeout would).
+    redis_db.client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    store.publish(publication(2))
+    assert json.loads(store.get("t:user:u1:top") or b"null")["version"] == 2
+
+
+def test_every_key_holds_the_bytes_encoded_for_it(store: RecommendationStore) -> None:
+    ids: list[Id] = ["ü☃", 7, "a b\r\n$3"]
+    encoder = BatchEncoder(store.keys, lambda rows: [ids[row] for row in rows])
+    scores, items = np.array([[2.5, 1.0], [0.5, -np.inf]], np.float32), np.array([[1, 2], [0, -1]])
+    encoded = encoder.strings(
+        Stamp("mf-bpr", 3, 1.5),
+        RankedRows(ids[:2], scores, items),
+        VectorRows(ids[:2], np.ones((2, 3), np.float32)),
+        VectorRows(ids[2:], np.zeros((1, 3), np.float32)),
+        RankedRows(ids[2:], scores[:1], items[:1]),
+    )
+    published = Publication("mf-bpr", 3, 1.5, popular=RankedList([7], [1.0]), encoded=encoded)
+    store.publish(published)
+    writes = string_writes(published, store.keys)
+    assert len(writes) == 7
+    assert {key: store.get(key) for key in writes} == writes

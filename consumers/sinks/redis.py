@@ -33,7 +33,8 @@ return 0
 
 
 class RedisStore:
-    """Writes a publication in one pipelined round trip.
+    """Writes a publication in one round trip, on a connection of its own (the one
+    publishing thread's), packed here.
 
     Each key is replaced by a single write (MSET), so a reader never sees half a list.
     """
@@ -43,6 +44,7 @@ class RedisStore:
         self.keys = Keys(prefix)
         self._hold_owner = client.register_script(HOLD_OWNER)
         self._release_owner = client.register_script(RELEASE_OWNER)
+        self._publishing: Any = None  # a connection, made on first use
 
     @classmethod
     def from_url(
@@ -76,20 +78,33 @@ class RedisStore:
         return cls(client, prefix)
 
     def publish(self, publication: Publication) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        writes = list(string_writes(publication, self.keys).items())
-        # MSET, not one SET per key: redis-py packs and parses per command, and that
-        # (not Redis) is the cost of a publish (benchmarks/publish.py: ~3x users/s).
-        # Each key is still replaced by one write.
-        for start in range(0, len(writes), MSET_KEYS):
-            pipe.mset(dict(writes[start : start + MSET_KEYS]))
+        writes = [
+            (key.encode(), value) for key, value in string_writes(publication, self.keys).items()
+        ]
+        # MSET, not one SET per key, packed here rather than by redis-py, whose packing
+        # and parsing per command (not Redis) is the cost of a publish
+        # (benchmarks/publish.py). Each key is still replaced by one write.
+        commands = [
+            pack_mset(writes[start : start + MSET_KEYS])
+            for start in range(0, len(writes), MSET_KEYS)
+        ]
         if publication.meta:
-            # redis-py sends numbers as their text: the same bytes, typed as it wants them
-            pipe.hset(self.keys.meta, mapping={k: str(v) for k, v in publication.meta.items()})
-        try:
-            pipe.execute()
-        except redis.RedisError as error:
-            raise StoreUnavailable(f"redis: {error}") from error
+            fields = [str(part).encode() for item in publication.meta.items() for part in item]
+            commands.append(pack_command(b"HSET", self.keys.meta.encode(), *fields))
+        connection: Any = self._publishing or self.client.connection_pool.make_connection()
+        self._publishing = connection
+        for retry in (True, False):
+            try:
+                connection.send_packed_command(commands)
+                for _ in commands:
+                    connection.read_response()
+                return
+            except redis.RedisError as error:
+                connection.disconnect()  # replies may be left unread: reconnect next time
+                # Once more on a fresh connection when the kept one was closed meanwhile
+                # (a Redis restart, an idle timeout): every write here is idempotent.
+                if not (retry and isinstance(error, redis.ConnectionError)):
+                    raise StoreUnavailable(f"redis: {error}") from error
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -130,7 +145,25 @@ class RedisStore:
             raise StoreUnavailable(str(error)) from error
 
     def close(self) -> None:
+        if self._publishing is not None:
+            self._publishing.disconnect()
         self.client.close()
+
+
+def pack_command(*arguments: bytes) -> bytes:
+    """One command in RESP, as Redis reads it."""
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        parts += (b"$%d\r\n" % len(argument), argument, b"\r\n")
+    return b"".join(parts)
+
+
+def pack_mset(writes: list[tuple[bytes, bytes]]) -> bytes:
+    """`pack_command(b"MSET", key, value, ...)` of these (key, value) pairs."""
+    parts = [b"*%d\r\n$4\r\nMSET\r\n" % (2 * len(writes) + 1)]
+    for key, value in writes:
+        parts += (b"$%d\r\n%b\r\n$%d\r\n" % (len(key), key, len(value)), value, b"\r\n")
+    return b"".join(parts)
 
 
 def display_url(url: str) -> str:
