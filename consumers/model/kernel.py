@@ -94,25 +94,28 @@ def _hardest(
     scores: np.ndarray,
 ) -> int:
     """The highest-scoring candidate `user` has not watched (the first on ties; the first
-    candidate if all are watched). Scores every candidate, then probes best first."""
+    candidate if all are watched). Scores every candidate, keeping the best as it goes
+    (no branch to mispredict), then probes best first."""
     count, dim = candidates.shape[0], u.shape[0]
+    best, at = -np.inf, -1
     for k in range(count):
         c = item_weight[candidates[k]]
         score = np.float32(0.0)
         for d in range(dim):
             score += u[d] * c[d]
         scores[k] = score
-    for _ in range(count):
+        better = score > best
+        best = score if better else best
+        at = k if better else at
+    while at >= 0:  # else every remaining score is -inf or nan (never the hardest)
+        if not contains_pair(watched, user, candidates[at]):
+            return int(candidates[at])
+        scores[at] = -np.inf
         best, at = -np.inf, -1
         for k in range(count):
             better = scores[k] > best
             best = scores[k] if better else best
             at = k if better else at
-        if at < 0:  # every remaining score is -inf or nan (never the hardest)
-            break
-        if not contains_pair(watched, user, candidates[at]):
-            return int(candidates[at])
-        scores[at] = -np.inf
     return int(candidates[0])
 
 
