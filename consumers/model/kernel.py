@@ -77,10 +77,8 @@ def _request(
     prefetch(user_accumulator, user)
     _request_row(item_weight, positive)
     prefetch(item_accumulator, positive)
-    count = candidates.shape[0]
-    for k in range(count):
-        _request_row(item_weight, candidates[k])
-        if count > 1:
+    if candidates.shape[0] > 1:
+        for k in range(candidates.shape[0]):
             prefetch(watched, home_slot(watched, user, candidates[k]))
 
 
@@ -170,6 +168,8 @@ def pairwise_step(
     for step in range(passes):
         if draw:
             state = draw_pool(state, n_items, pool)
+            for k in range(POOL):
+                _request_row(item_weight, pool[k])
             for t in range(min(AHEAD, batch)):
                 state = draw_from_pool(state, pool, positives[t], n_items, candidates[t])
         for t in range(batch):
