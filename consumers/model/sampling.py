@@ -26,10 +26,10 @@ MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX_2 = np.uint64(0x94D049BB133111EB)
 LOW_32 = np.uint64(0xFFFFFFFF)
 TWO_32 = np.uint64(1 << 32)
-POOL_BITS = np.uint64(8)
-POOL = 1 << 8  # uniform rows drawn per pass (64 KiB of vectors at dim 64)
-PICK_MASK = np.uint64(POOL - 1)
-PICKS_PER_WORD = 64 // 8
+PICK_BITS = 8
+POOL = 1 << PICK_BITS  # uniform rows drawn per pass (64 KiB of vectors at dim 64)
+PICKS_PER_WORD = 64 // PICK_BITS
+PICK_SHIFT, PICK_MASK = np.uint64(PICK_BITS), np.uint64(POOL - 1)
 SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32))
 
 
@@ -68,8 +68,8 @@ def draw_pool(state: np.uint64, n_items: int, pool: np.ndarray) -> np.uint64:
 def draw_from_pool(
     state: np.uint64, pool: np.ndarray, positive: int, n_items: int, out: np.ndarray
 ) -> np.uint64:
-    """Fill `out` with uniform picks of `pool` (`POOL` rows: a pick is 8 bits of a
-    random word), a pick equal to `positive` replaced by a uniform draw of the other
+    """Fill `out` with uniform picks of `pool` (`POOL` rows: a pick is `PICK_BITS` bits of
+    a random word), a pick equal to `positive` replaced by a uniform draw of the other
     n_items - 1 rows; the next state."""
     word, left = np.uint64(0), 0
     for k in range(out.shape[0]):
@@ -77,7 +77,7 @@ def draw_from_pool(
             state = state + GOLDEN
             word, left = _mix(state), PICKS_PER_WORD
         row = pool[word & PICK_MASK]
-        word, left = word >> POOL_BITS, left - 1
+        word, left = word >> PICK_SHIFT, left - 1
         if row == positive:
             state, row = uniform_below(state, np.uint64(n_items - 1))
             row += row >= positive
