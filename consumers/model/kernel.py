@@ -103,7 +103,7 @@ def _hardest(
             score += u[d] * c[d]
         scores[k] = score
         better = score > best
-        best = score if better else best
+        best = float(score) if better else best
         at = k if better else at
     while at >= 0:  # else every remaining score is -inf or nan (never the hardest)
         if not contains_pair(watched, user, candidates[at]):
@@ -112,7 +112,7 @@ def _hardest(
         best, at = -np.inf, -1
         for k in range(count):
             better = scores[k] > best
-            best = scores[k] if better else best
+            best = float(scores[k]) if better else best
             at = k if better else at
     return int(candidates[0])
 
