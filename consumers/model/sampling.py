@@ -2,7 +2,7 @@
 watched), drawn in compiled code from a counter-based generator.
 
 A pass over a micro-batch first draws a pool of `POOL` uniform item rows; each of its
-candidates is a uniform pick of that pool (one random word gives 8 picks), and a pick
+candidates is a uniform pick of that pool (one random word gives 6 picks), and a pick
 that is the triplet's positive is replaced by a uniform draw of the other rows. Each
 candidate is so, by itself, a uniform draw of the catalogue other than the positive,
 as before the pool; what changes is that a pass's candidates share its pool's rows,
