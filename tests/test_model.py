@@ -12,7 +12,7 @@ from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.mf import MatrixFactorization
 from consumers.model.popularity import Popularity
 from consumers.model.registry import IdRegistry
-from consumers.model.sampling import uniform_candidates
+from consumers.model.sampling import POOL, uniform_candidates
 from consumers.model.tables import EmbeddingTable
 from consumers.model.topn import largest, top_n
 
@@ -154,21 +154,26 @@ def test_a_triplet_that_would_go_non_finite_is_skipped_and_the_rest_learned() ->
 
 
 def test_uniform_candidates_never_return_the_positive_and_cover_the_rest() -> None:
-    positives = np.full(7_500, 2)
-    candidates = uniform_candidates(positives, 5, 8, seed=0)
+    candidates = uniform_candidates(np.full(7_500, 2), 5, 8, seed=0)
     assert candidates.shape == (7_500, 8) and not np.any(candidates == 2)
-    counts = np.bincount(candidates.ravel(), minlength=5).tolist()
-    assert counts[2] == 0
-    assert all(abs(count - 15_000) < 600 for i, count in enumerate(counts) if i != 2)
+    assert set(candidates.ravel().tolist()) == {0, 1, 3, 4}
 
 
-def test_uniform_candidates_are_exactly_uniform_when_the_bound_is_not_a_power_of_two() -> None:
-    # 3 rows other than the positive: a plain multiply-shift would favour some of them.
-    draws = uniform_candidates(np.zeros(100_000, dtype=np.int64), 4, 3, seed=7).ravel()
-    counts = np.bincount(draws, minlength=4)
+def test_each_candidate_is_an_exactly_uniform_draw_of_the_other_items() -> None:
+    # One pick per seed (a fresh pool each), so the picks are independent. 6 rows: the
+    # pool's draws are not a power of two; the positive is in the pool ~43 times, and
+    # its picks are replaced by draws of the other 5 (not a power of two either).
+    picks = [uniform_candidates(np.array([0]), 6, 1, seed=s)[0, 0] for s in range(20_000)]
+    counts = np.bincount(picks, minlength=6)
     assert counts[0] == 0
-    expected = draws.size / 3  # chi-square, 2 degrees of freedom: p = 0.001 at 13.8
-    assert float(((counts[1:] - expected) ** 2 / expected).sum()) < 13.8
+    expected = len(picks) / 5  # chi-square, 4 degrees of freedom: p = 0.001 at 18.5
+    assert float(((counts[1:] - expected) ** 2 / expected).sum()) < 18.5
+
+
+def test_a_pass_picks_its_candidates_from_one_cache_sized_pool() -> None:
+    candidates = uniform_candidates(np.zeros(4_096, dtype=np.int64), 1_000_000, 8, seed=3)
+    distinct = np.unique(candidates).size
+    assert POOL // 2 < distinct <= POOL  # 32,768 draws of a million rows: ~32,000
 
 
 def test_uniform_candidates_need_two_items_and_a_seed() -> None:
@@ -178,7 +183,7 @@ def test_uniform_candidates_need_two_items_and_a_seed() -> None:
         uniform_candidates(np.array([0]), 5, 1, seed=-1)
 
 
-def test_uniform_candidates_are_independent_draws_other_than_the_positive() -> None:
+def test_uniform_candidates_are_fixed_by_their_seed_and_never_the_positive() -> None:
     positives = np.array([0, 3, 4])
     candidates = uniform_candidates(positives, 5, 1000, seed=1)
     assert candidates.shape == (3, 1000)

@@ -45,7 +45,7 @@ def home_slot(slots: np.ndarray, user: int, item: int) -> int:
     return _home(pair_key(user, item), slots.shape[0] - 1)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def contains_pair(slots: np.ndarray, user: int, item: int) -> bool:
     """Whether (user, item) is in the table `slots` (a power-of-two length)."""
     key = pair_key(user, item)

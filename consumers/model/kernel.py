@@ -8,10 +8,12 @@ update rows without locks. Row-wise Adagrad (one accumulator per row, as in Torc
 or plain SGD. Every pass of a micro-batch runs in one call.
 
 Candidates are drawn inside the kernel (`consumers/model/sampling.py`, a counter-based
-generator seeded per call), a few triplets ahead, so their rows are requested from
-memory before they are scored. All candidates are scored first, then the watched
-table is probed from the best down: the hardest candidate is rarely watched, so one
-probe, not one per candidate, is the usual cost.
+generator seeded per call): each pass picks them from its own pool of uniform rows,
+whose vectors stay in cache, a few triplets ahead, so the rows not yet cached and the
+candidates' watched-table slots are requested from memory before they are read. All
+candidates are scored first, then the watched table is probed from the best down: the
+hardest candidate is rarely watched, so one probe, not one per candidate, is the usual
+cost.
 
 A triplet whose loss or new rows would not be finite (an overflowing weight, a
 diverging row) is skipped and reported, and the tables stay finite.
@@ -27,7 +29,7 @@ import numpy as np
 from consumers.model.config import ModelConfig
 from consumers.model.history import contains_pair, home_slot
 from consumers.model.prefetch import prefetch
-from consumers.model.sampling import draw_candidates
+from consumers.model.sampling import POOL, draw_from_pool, draw_pool
 
 # Reassociation (vectorised dot products) and fused multiply-adds, without assuming
 # finite values (with "nsz" and "arcp" too, LLVM folded the checks below away).
@@ -75,10 +77,8 @@ def _request(
     prefetch(user_accumulator, user)
     _request_row(item_weight, positive)
     prefetch(item_accumulator, positive)
-    count = candidates.shape[0]
-    for k in range(count):
-        _request_row(item_weight, candidates[k])
-        if count > 1:
+    if candidates.shape[0] > 1:
+        for k in range(candidates.shape[0]):
             prefetch(watched, home_slot(watched, user, candidates[k]))
 
 
@@ -92,24 +92,28 @@ def _hardest(
     scores: np.ndarray,
 ) -> int:
     """The highest-scoring candidate `user` has not watched (the first on ties; the first
-    candidate if all are watched). Scores every candidate, then probes best first."""
+    candidate if all are watched). Scores every candidate, keeping the best as it goes
+    (no branch to mispredict), then probes best first."""
     count, dim = candidates.shape[0], u.shape[0]
+    best, at = -np.inf, -1
     for k in range(count):
         c = item_weight[candidates[k]]
         score = np.float32(0.0)
         for d in range(dim):
             score += u[d] * c[d]
         scores[k] = score
-    for _ in range(count):
-        best, at = -np.inf, -1
-        for k in range(count):
-            if scores[k] > best:
-                best, at = scores[k], k
-        if at < 0:  # every remaining score is -inf or nan (never the hardest)
-            break
+        better = score > best
+        best = float(score) if better else best
+        at = k if better else at
+    while at >= 0:  # else every remaining score is -inf or nan (never the hardest)
         if not contains_pair(watched, user, candidates[at]):
             return int(candidates[at])
         scores[at] = -np.inf
+        best, at = -np.inf, -1
+        for k in range(count):
+            better = scores[k] > best
+            best = float(scores[k]) if better else best
+            at = k if better else at
     return int(candidates[0])
 
 
@@ -138,7 +142,8 @@ def pairwise_step(
 
     `watched` is a `History`'s pair table; `candidates` is `(batch, count)` item rows:
     with `seed >= 0` a buffer the kernel fills with fresh uniform draws for every pass
-    (`sampling.draw_candidates`, seeded by `seed`), with `seed < 0` the candidates to
+    (`sampling.uniform_candidates` draws the first, seeded by `seed`), with `seed < 0`
+    the candidates to
     use in every pass. `negatives[p, t]` gets triplet t's negative in pass p, or -1
     where it was not learned; a view skipped in the first pass is not learned in later
     ones (its pair stays in `watched`: the caller takes it out).
@@ -150,6 +155,7 @@ def pairwise_step(
     rate, decay = np.float32(learning_rate), np.float32(l2)
     draw = seed >= 0
     state = np.uint64(seed if draw else 0)
+    pool = np.empty(POOL, dtype=np.int64)
     scores = np.empty(count, dtype=np.float32)
     grad_user = np.empty(dim, dtype=np.float32)
     grad_positive = np.empty(dim, dtype=np.float32)
@@ -161,13 +167,18 @@ def pairwise_step(
     skipped = 0
     for step in range(passes):
         if draw:
+            state = draw_pool(state, n_items, pool)
+            for k in range(POOL):
+                _request_row(item_weight, pool[k])
             for t in range(min(AHEAD, batch)):
-                state = draw_candidates(state, positives[t], n_items, candidates[t])
+                state = draw_from_pool(state, pool, positives[t], n_items, candidates[t])
         for t in range(batch):
             ahead = t + AHEAD
             if ahead < batch:  # memory latency, not arithmetic, bounds this loop
                 if draw:
-                    state = draw_candidates(state, positives[ahead], n_items, candidates[ahead])
+                    state = draw_from_pool(
+                        state, pool, positives[ahead], n_items, candidates[ahead]
+                    )
                 _request(
                     user_weight,
                     user_accumulator,

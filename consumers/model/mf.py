@@ -131,10 +131,11 @@ class MatrixFactorization:
             *hyper_parameters(config),
         )
         loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
-        if skipped:
-            learned = negatives[0] >= 0
-            self.skipped_events += skipped
-            self.history.remove(users[added & ~learned], items[added & ~learned])
+        if not skipped:
+            return Step(loss, learned, negatives.reshape(-1))
+        learned = negatives[0] >= 0
+        self.skipped_events += skipped
+        self.history.remove(users[added & ~learned], items[added & ~learned])
         return Step(loss, learned, negatives[negatives >= 0])
 
     def items_moved(self, item_rows: Collection[int]) -> None:
