@@ -26,8 +26,9 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -41,13 +42,136 @@ from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
 from benchmarks.evaluation.splits import split_point  # noqa: E402
 from benchmarks.evaluation.stream import EncodedStream  # noqa: E402
 from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # noqa: E402
-from consumers.model.sequence import (  # noqa: E402
-    SequenceConfig,
-    Windows,
-    encode,
-    make_encoder,
-    sampled_softmax_loss,
-)
+
+EncoderName = Literal["attention", "gru"]
+PAD = -1
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceConfig:
+    """The prototypes' hyper-parameters (the shipped model's are consumers/model/sequence.py's)."""
+
+    dim: int = 64
+    window: int = 50
+    encoder: EncoderName = "attention"
+    heads: int = 2
+    layers: int = 1
+    negatives: int = 2048
+    learning_rate: float = 0.002
+    init_std: float = 0.05
+    top_n: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.window < 1 or self.heads < 1 or self.layers < 1:
+            raise ValueError("dim, window, heads and layers must be >= 1")
+        if self.dim % self.heads:
+            raise ValueError("dim must be a multiple of heads")
+        if self.negatives < 1 or self.learning_rate <= 0 or self.top_n < 1:
+            raise ValueError("negatives and top_n must be >= 1, learning_rate > 0")
+
+
+class Windows:
+    """Each user row's last `size` item rows, oldest first, `PAD` where fewer."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows = np.full((0, size), PAD, dtype=np.int64)
+
+    def grow_to(self, users: int) -> None:
+        if users > self.rows.shape[0]:
+            capacity = max(users, int(self.rows.shape[0] * 1.5), 1024)
+            grown = np.full((capacity, self.size), PAD, dtype=np.int64)
+            grown[: self.rows.shape[0]] = self.rows
+            self.rows = grown
+
+    def advance(self, users: NDArray[np.int64], items: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Append each view in order; the window each view saw before it: [views, size]."""
+        before = np.empty((users.size, self.size), dtype=np.int64)
+        rows = self.rows
+        for j, (user, item) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+            before[j] = rows[user]
+            rows[user, :-1] = rows[user, 1:]
+            rows[user, -1] = item
+        return before
+
+    def of(self, users: NDArray[np.int64]) -> NDArray[np.int64]:
+        return self.rows[users]
+
+    def clear(self, user: int) -> None:
+        self.rows[user] = PAD
+
+
+class AttentionEncoder(nn.Module):
+    """SASRec-style: causal self-attention over the window plus learned positions; the
+    user vector is the output at the newest position."""
+
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.positions = nn.Parameter(torch.randn(config.window, config.dim) * config.init_std)
+        layer = nn.TransformerEncoderLayer(
+            config.dim,
+            config.heads,
+            dim_feedforward=config.dim * 2,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.dim)
+        self.causal = nn.Transformer.generate_square_subsequent_mask(config.window)
+
+    def forward(self, embedded: Tensor, padding: Tensor) -> Tensor:
+        """`embedded` [users, window, dim] (zeros at padding) -> [users, dim]."""
+        hidden = embedded + self.positions
+        # a fully padded window attends to its newest slot only (its output is then unused)
+        padding = padding.clone()
+        padding[:, -1] = False
+        out = self.layers(hidden, mask=self.causal, src_key_padding_mask=padding, is_causal=True)
+        return self.norm(out[:, -1])
+
+
+class GruEncoder(nn.Module):
+    """GRU4Rec-style: a GRU run over the window, its last hidden state the user vector."""
+
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.gru = nn.GRU(config.dim, config.dim, batch_first=True)
+
+    def forward(self, embedded: Tensor, padding: Tensor) -> Tensor:
+        """Padding sits on the left and embeds to zeros, so the GRU starts from them."""
+        out, _ = self.gru(embedded)
+        last: Tensor = out[:, -1]
+        return last
+
+
+def make_encoder(config: SequenceConfig) -> nn.Module:
+    return AttentionEncoder(config) if config.encoder == "attention" else GruEncoder(config)
+
+
+def encode(encoder: nn.Module, item_weight: Tensor, windows: NDArray[np.int64]) -> Tensor:
+    """User vectors [users, dim] from windows of item rows [users, window]."""
+    rows = torch.from_numpy(windows)
+    padding = rows < 0
+    embedded = nn.functional.embedding(rows.clamp(min=0), item_weight)
+    embedded = embedded * (~padding).unsqueeze(-1)
+    vectors: Tensor = encoder(embedded, padding)
+    return vectors
+
+
+def sampled_softmax_loss(
+    queries: Tensor, positives: Tensor, negatives: Tensor, item_weight: Tensor
+) -> Tensor:
+    """Mean cross-entropy of each positive against shared uniform negatives (a negative
+    equal to the positive is masked out)."""
+    positive_scores = (queries * item_weight[positives]).sum(dim=1, keepdim=True)
+    negative_scores = queries @ item_weight[negatives].T
+    negative_scores = negative_scores.masked_fill(
+        negatives.unsqueeze(0) == positives.unsqueeze(1), float("-inf")
+    )
+    logits = torch.cat([positive_scores, negative_scores], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(positives), dtype=torch.long))
+
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,9 +194,9 @@ class SequenceSystem:
             self.cell: nn.Module = nn.GRUCell(config.dim, config.dim)
             self.hidden = torch.zeros(stream.n_users, config.dim)
             self.last = np.full(stream.n_users, -1, dtype=np.int64)
-            modules = [self.cell]
+            modules: list[nn.Module] = [self.cell]
         else:
-            encoder = "attention" if self.variant == "attention" else "gru"
+            encoder: EncoderName = "attention" if self.variant == "attention" else "gru"
             self.encoder = make_encoder(dataclasses.replace(config, encoder=encoder))
             self.windows = Windows(config.window)
             self.windows.grow_to(stream.n_users)
@@ -92,7 +216,9 @@ class SequenceSystem:
             self._learn(stream.users[a:b].astype(np.int64), stream.items[a:b].astype(np.int64))
 
     def _negatives(self) -> Tensor:
-        return torch.randint(0, self.known_items, (self.config.negatives,), generator=self.generator)
+        return torch.randint(
+            0, self.known_items, (self.config.negatives,), generator=self.generator
+        )
 
     def _learn(self, users: NDArray[np.int64], items: NDArray[np.int64]) -> None:
         if self.variant == "gru-state":
