@@ -9,6 +9,7 @@ the validation events, and temporal NDCG@10 of a split at the validation's start
 
 - attention: causal self-attention over the last K views (consumers/model/sequence.py)
 - gru-window: a GRU run over the last K views
+- shipped: the `sequence` model (the gru-state variant) through the learner and publisher
 - gru-state: GRU4Rec's kept state: one hidden vector per user, advanced by each view,
   trained one step back (truncated back-propagation)
 
@@ -41,7 +42,15 @@ from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
 from benchmarks.evaluation.splits import split_point  # noqa: E402
 from benchmarks.evaluation.stream import EncodedStream  # noqa: E402
+from benchmarks.evaluation.systems.base import System  # noqa: E402
+from benchmarks.evaluation.systems.online import OnlineLearnerSystem  # noqa: E402
 from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # noqa: E402
+from consumers.learner import OnlineLearner  # noqa: E402
+from consumers.model.config import ModelConfig  # noqa: E402
+from consumers.model.sequence import SequenceConfig as ShippedConfig  # noqa: E402
+from consumers.model.sequence import SequenceModel  # noqa: E402
+from consumers.publisher import Publisher  # noqa: E402
+from consumers.sinks.memory import MemoryStore  # noqa: E402
 
 EncoderName = Literal["attention", "gru"]
 PAD = -1
@@ -276,12 +285,24 @@ class SequenceSystem:
         return scored
 
 
+class ShippedSystem(OnlineLearnerSystem):
+    """The shipped `sequence` model, driven as the service drives it."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(ModelConfig(), name="shipped", step=step)
+
+    def _new_publisher(self) -> Publisher:
+        return Publisher(OnlineLearner(SequenceModel(ShippedConfig())), MemoryStore())
+
+
 def measure(
     variant: str, config: SequenceConfig, step: int, stream: EncodedStream, train: int, stop: int
 ) -> dict[str, Any]:
     """Prequential over `[train, stop)` after learning `[0, train)`; temporal at `train`."""
     began = time.perf_counter()
-    system = SequenceSystem(variant, config, step)
+    system: System = (
+        ShippedSystem(step) if variant == "shipped" else SequenceSystem(variant, config, step)
+    )
     truncated = EncodedStream.encode(stream.events[:stop])
     system.fit(truncated, train)
     temporal = evaluate_temporal(system, temporal_truth(truncated, train)).summary()
