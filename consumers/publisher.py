@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from consumers.learner import QUALITY_K, LearnedBatch, OnlineLearner
-from consumers.model.base import Ranking
+from consumers.model.base import ListKind, Ranking, Staged
 from consumers.quality import ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import Publication, RankedList
@@ -244,8 +244,10 @@ class Publisher:
             for i, (row, n) in enumerate(zip(rows.tolist(), kept, strict=True))
         }
 
-    def _as_list(self, ranked: tuple[list[int], np.ndarray]) -> RankedList:
-        return RankedList(self.learner.model.items.raws(ranked[0]), ranked[1])
+    def _as_list(self, ranked: tuple[list[int], np.ndarray], kind: ListKind) -> RankedList:
+        model = self.learner.model
+        stages = model.stages(kind) if isinstance(model, Staged) else ()
+        return RankedList(model.items.raws(ranked[0]), ranked[1], stages)
 
     def _publish(
         self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
@@ -258,10 +260,10 @@ class Publisher:
         served: dict[int, list[int]] = {}
         for row, ranked in self._ranked(user_rows, model.recommend(user_rows, n)).items():
             served[row] = ranked[0][:QUALITY_K]
-            user_tops[model.users.raw(row)] = self._as_list(ranked)
+            user_tops[model.users.raw(row)] = self._as_list(ranked, "recommend")
         similar = (
             {
-                model.items.raw(row): self._as_list(ranked)
+                model.items.raw(row): self._as_list(ranked, "similar")
                 for row, ranked in self._ranked(
                     positive_rows, model.similar(positive_rows, n)
                 ).items()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from consumers.model.base import Batch, Floats, Ranking, Rows, Step, TableSize
+from consumers.model.base import Batch, Floats, ListKind, Ranking, Rows, Step, TableSize
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.mf import MatrixFactorization
 from consumers.model.neural import NeuralConfig, NeuralModel, Tape
@@ -82,7 +82,7 @@ class MlpRanker(NeuralModel):
     def name(self) -> str:
         return "mlp"
 
-    def stages(self, kind: str) -> tuple[str, ...]:
+    def stages(self, kind: ListKind) -> tuple[str, ...]:
         """Which stages made a published list of `kind` ("recommend" or "similar")."""
         return (RETRIEVAL_STAGE, RANKING_STAGE) if kind == "recommend" else (RETRIEVAL_STAGE,)
 

@@ -51,6 +51,7 @@ class RankedList:
 
     items: list[Id]
     scores: list[float] | np.ndarray
+    stages: tuple[str, ...] = ()  # the stages that made it, when more than one model did
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +70,15 @@ class Publication:
 
 
 def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: float) -> bytes:
-    body = {
+    body: dict[str, object] = {
         "items": ranked.items,
         "scores": ranked.scores,
         "model": model,
         "version": version,
         "updated_at": updated_at,
     }
+    if ranked.stages:
+        body["stages"] = list(ranked.stages)
     # float32 scores serialise as their shortest float32 text ("0.7530054").
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
