@@ -9,7 +9,9 @@ the validation events, and temporal NDCG@10 of a split at the validation's start
 
 - attention: causal self-attention over the last K views (consumers/model/sequence.py)
 - gru-window: a GRU run over the last K views
-- shipped: the `sequence` model (the gru-state variant) through the learner and publisher
+- model:NAME: a registered model (`sequence` is the gru-state variant; `mlp` the two-stage
+  model, measured here too), through the learner and publisher; the grid's changes go to
+  its config
 - gru-state: GRU4Rec's kept state: one hidden vector per user, advanced by each view,
   trained one step back (truncated back-propagation)
 
@@ -29,7 +31,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Literal  # noqa: E402
+from typing import Any, Literal, cast  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,8 +49,7 @@ from benchmarks.evaluation.systems.online import OnlineLearnerSystem  # noqa: E4
 from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # noqa: E402
 from consumers.learner import OnlineLearner  # noqa: E402
 from consumers.model.config import ModelConfig  # noqa: E402
-from consumers.model.sequence import SequenceConfig as ShippedConfig  # noqa: E402
-from consumers.model.sequence import SequenceModel  # noqa: E402
+from consumers.model.factory import ModelName, make_config, make_model  # noqa: E402
 from consumers.publisher import Publisher  # noqa: E402
 from consumers.sinks.memory import MemoryStore  # noqa: E402
 
@@ -285,24 +286,33 @@ class SequenceSystem:
         return scored
 
 
-class ShippedSystem(OnlineLearnerSystem):
-    """The shipped `sequence` model, driven as the service drives it."""
+class RegisteredSystem(OnlineLearnerSystem):
+    """A registered model, driven as the service drives it."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(ModelConfig(), name="shipped", step=step)
+    def __init__(self, model: ModelName, change: dict[str, Any], step: int) -> None:
+        super().__init__(ModelConfig(), name=f"model:{model}", step=step)
+        self.model_config = make_config(model, change)
+        self.model_name = model
 
     def _new_publisher(self) -> Publisher:
-        return Publisher(OnlineLearner(SequenceModel(ShippedConfig())), MemoryStore())
+        model = make_model(self.model_name, self.model_config)
+        return Publisher(OnlineLearner(model), MemoryStore())
 
 
 def measure(
-    variant: str, config: SequenceConfig, step: int, stream: EncodedStream, train: int, stop: int
+    variant: str, change: dict[str, Any], step: int, stream: EncodedStream, train: int, stop: int
 ) -> dict[str, Any]:
     """Prequential over `[train, stop)` after learning `[0, train)`; temporal at `train`."""
     began = time.perf_counter()
-    system: System = (
-        ShippedSystem(step) if variant == "shipped" else SequenceSystem(variant, config, step)
-    )
+    system: System
+    if variant.startswith("model:"):
+        name = cast(ModelName, variant.removeprefix("model:"))
+        system = RegisteredSystem(name, change, step)
+        config = dataclasses.asdict(system.model_config)
+    else:
+        prototype = dataclasses.replace(SequenceConfig(), **change)
+        system = SequenceSystem(variant, prototype, step)
+        config = dataclasses.asdict(prototype)
     truncated = EncodedStream.encode(stream.events[:stop])
     system.fit(truncated, train)
     temporal = evaluate_temporal(system, temporal_truth(truncated, train)).summary()
@@ -310,7 +320,7 @@ def measure(
     return {
         "variant": variant,
         "step": step,
-        "config": dataclasses.asdict(config),
+        "config": config,
         "prequential_hr@10": float(np.nanmean(trace.common_hit)),
         "prequential_ndcg@10": float(np.nanmean(trace.common_ndcg)),
         "temporal_ndcg@10": temporal["ndcg@10"],
@@ -322,7 +332,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--step", type=int, default=Plan().micro_batch)
     parser.add_argument("--variants", default="attention,gru-window,gru-state")
-    parser.add_argument("--grid", default="", help="JSON list of SequenceConfig changes")
+    parser.add_argument("--grid", default="", help="JSON list of config changes")
     parser.add_argument("--out", type=Path, default=RESULTS / "sequence_choice.json")
     args = parser.parse_args()
     pin_threads()
@@ -335,8 +345,7 @@ def main() -> None:
     rows = []
     for change in changes:
         for variant in args.variants.split(","):
-            config = dataclasses.replace(SequenceConfig(), **change)
-            row = measure(variant, config, args.step, stream, train_stop, test_start)
+            row = measure(variant, change, args.step, stream, train_stop, test_start)
             print(json.dumps(row), flush=True)
             rows.append(row)
     report = {"machine": machine(), "validation": [train_stop, test_start], "rows": rows}

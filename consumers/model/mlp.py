@@ -24,7 +24,6 @@ from consumers.model.base import Batch, Floats, ListKind, Ranking, Rows, Step, T
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.mf import MatrixFactorization
 from consumers.model.neural import NeuralConfig, NeuralModel, Tape
-from consumers.model.packing import section
 from consumers.model.storage import Storage, local_storage
 from streamer.events import Id
 
@@ -192,21 +191,22 @@ class MlpRanker(NeuralModel):
         return self.retrieval.table_sizes()
 
     def state(self) -> dict[str, Tensor]:
-        """The retrieval's state (registries and history included) under "retrieval.",
-        the ranker's tables and layers with their Adam moments, the generator."""
+        """The retrieval's state as mf's (registries, history and tables under mf's
+        names, so a host checkpoint splits and merges them as mf's), the ranker's tables
+        and layers with their Adam moments, and the ranker's generator."""
         self.sync_rows()
-        tensors = {f"retrieval.{k}": v for k, v in self.retrieval.state().items()}
-        tensors["generator"] = self.generator.get_state()
+        tensors = self.retrieval.state()
+        tensors["ranker_generator"] = self.generator.get_state()
         for name, table in {**self.tables, **self.layers}.items():
             tensors.update(table.state(f"param.{name}"))
         return tensors
 
     def load_state(self, tensors: dict[str, Tensor], shared: bool = True) -> None:
         """Restore `state()` (nothing is shared between processes: `shared` is moot)."""
-        self.retrieval.load_state(section(tensors, "retrieval."))
+        self.retrieval.load_state(tensors)
         for name, table in {**self.tables, **self.layers}.items():
             table.load_state(tensors, f"param.{name}")
-        self.generator.set_state(tensors["generator"])
+        self.generator.set_state(tensors["ranker_generator"])
 
 
 def _top(scores: Tensor, items: Rows, n: int) -> Ranking:
