@@ -21,7 +21,7 @@ import torch
 from consumers.model.base import Batch, Model
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock
-from consumers.quality import OnlineQuality, ServedLists
+from consumers.quality import OnlineQuality, RatingQuality, ServedLists
 from streamer.events import Id, ViewEvent
 
 QUALITY_K = 10
@@ -91,6 +91,7 @@ class OnlineLearner:
         self.totals = totals or Totals()
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
+        self.rating_quality = RatingQuality()
 
     @property
     def events(self) -> int:
@@ -125,6 +126,7 @@ class OnlineLearner:
                 ),
             )
         )
+        self.rating_quality.observe(step.rating_errors)
         users, items, weights = users[step.learned], items[step.learned], weights[step.learned]
         self.popularity.add(items, weights.astype(np.float64))
         self.totals.add_events(len(users))
@@ -151,6 +153,7 @@ class OnlineLearner:
             **self.popularity.state(),
             "quality_recent": model_recent,
             "popularity_quality_recent": popular_recent,
+            "rating_quality": self.rating_quality.state(),
         }
         manifest = {
             "model": self.model.name,
@@ -179,6 +182,8 @@ class OnlineLearner:
         self.popularity_quality.load_state(
             tensors["popularity_quality_recent"], manifest["popularity_quality"]
         )
+        if "rating_quality" in tensors:  # checkpoints before the rating model have none
+            self.rating_quality.load_state(tensors["rating_quality"])
 
     def _score_prequential(self, events: Sequence[ViewEvent], served: ServedLists) -> None:
         """Before learning: was each event's item in what we were serving its user?"""
