@@ -9,10 +9,8 @@ the validation events, and temporal NDCG@10 of a split at the validation's start
 
 - attention: causal self-attention over the last K views (consumers/model/sequence.py)
 - gru-window: a GRU run over the last K views
-- model:NAME: a registered model (`sequence` is the gru-state variant; `mlp` the two-stage
-  model, measured here too), through the learner and publisher; the grid's changes go to
-  its config
-- gru-state: GRU4Rec's kept state: one hidden vector per user, advanced by each view,
+- gru-state: GRU4Rec's kept state (what `--model sequence` ships; benchmarks/model_grid.py
+  measures the shipped model the same way): one hidden vector per user, advanced by each view,
   trained one step back (truncated back-propagation)
 
 Writes benchmarks/results/sequence_choice.json.
@@ -31,7 +29,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Literal, cast  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -44,14 +42,7 @@ from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
 from benchmarks.evaluation.splits import split_point  # noqa: E402
 from benchmarks.evaluation.stream import EncodedStream  # noqa: E402
-from benchmarks.evaluation.systems.base import System  # noqa: E402
-from benchmarks.evaluation.systems.online import OnlineLearnerSystem  # noqa: E402
 from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # noqa: E402
-from consumers.learner import OnlineLearner  # noqa: E402
-from consumers.model.config import ModelConfig  # noqa: E402
-from consumers.model.factory import ModelName, make_config, make_model  # noqa: E402
-from consumers.publisher import Publisher  # noqa: E402
-from consumers.sinks.memory import MemoryStore  # noqa: E402
 
 EncoderName = Literal["attention", "gru"]
 PAD = -1
@@ -286,33 +277,13 @@ class SequenceSystem:
         return scored
 
 
-class RegisteredSystem(OnlineLearnerSystem):
-    """A registered model, driven as the service drives it."""
-
-    def __init__(self, model: ModelName, change: dict[str, Any], step: int) -> None:
-        super().__init__(ModelConfig(), name=f"model:{model}", step=step)
-        self.model_config = make_config(model, change)
-        self.model_name = model
-
-    def _new_publisher(self) -> Publisher:
-        model = make_model(self.model_name, self.model_config)
-        return Publisher(OnlineLearner(model), MemoryStore())
-
-
 def measure(
     variant: str, change: dict[str, Any], step: int, stream: EncodedStream, train: int, stop: int
 ) -> dict[str, Any]:
     """Prequential over `[train, stop)` after learning `[0, train)`; temporal at `train`."""
     began = time.perf_counter()
-    system: System
-    if variant.startswith("model:"):
-        name = cast(ModelName, variant.removeprefix("model:"))
-        system = RegisteredSystem(name, change, step)
-        config = dataclasses.asdict(system.model_config)
-    else:
-        prototype = dataclasses.replace(SequenceConfig(), **change)
-        system = SequenceSystem(variant, prototype, step)
-        config = dataclasses.asdict(prototype)
+    prototype = dataclasses.replace(SequenceConfig(), **change)
+    system = SequenceSystem(variant, prototype, step)
     truncated = EncodedStream.encode(stream.events[:stop])
     system.fit(truncated, train)
     temporal = evaluate_temporal(system, temporal_truth(truncated, train)).summary()
@@ -320,7 +291,7 @@ def measure(
     return {
         "variant": variant,
         "step": step,
-        "config": config,
+        "config": dataclasses.asdict(prototype),
         "prequential_hr@10": float(np.nanmean(trace.common_hit)),
         "prequential_ndcg@10": float(np.nanmean(trace.common_ndcg)),
         "temporal_ndcg@10": temporal["ndcg@10"],

@@ -144,7 +144,7 @@ class MlpRanker(NeuralModel):
         loss = (losses * weights).sum() / weights.sum()
         if torch.isfinite(loss):
             loss.backward()  # type: ignore[no-untyped-call]
-            tape.step(self.adam)
+            tape.step(self.optimizer)
         return step
 
     def recommend(self, user_rows: Rows, n: int) -> Ranking:

@@ -199,7 +199,7 @@ class SequenceModel(NeuralModel):
         if not torch.isfinite(loss):
             return float("nan"), np.zeros(0, dtype=np.int64), torch.zeros(0)
         loss.backward()  # type: ignore[no-untyped-call]
-        tape.step(self.adam)
+        tape.step(self.optimizer)
         moved = tape.rows_read(self.embeddings).cpu().numpy()
         return float(loss.detach()), moved, torch.stack(states).detach()
 
