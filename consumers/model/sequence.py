@@ -141,7 +141,8 @@ class SequenceModel(NeuralModel):
             self.history.remove(users, items)
             return Step(loss, learned, moved)
         final = _last_view_of_each_user(users)
-        self.hidden[torch.from_numpy(users[final]).to(self.device)] = states[final]
+        final_rows = torch.from_numpy(np.flatnonzero(final)).to(self.device)
+        self.hidden[torch.from_numpy(users[final]).to(self.device)] = states[final_rows]
         self.last[torch.from_numpy(users[final])] = torch.from_numpy(items[final])
         return Step(loss, learned, moved)
 
@@ -165,7 +166,8 @@ class SequenceModel(NeuralModel):
         )
         queried = int(has_query.sum())
         inputs = torch.zeros(users.size, config.dim, device=device)
-        inputs[torch.from_numpy(has_query)] = read[:queried]
+        query_mask = torch.from_numpy(has_query).to(device)
+        inputs[query_mask] = read[:queried]
         positives, negatives = read[queried : queried + users.size], read[queried + users.size :]
         layers = [tape.dense(layer) for layer in self.gru]
         stored = self.hidden[torch.from_numpy(users).to(device)]
@@ -184,12 +186,13 @@ class SequenceModel(NeuralModel):
             )
             for position, j in enumerate(chosen.tolist()):
                 states[j] = after[position]
-        queries = torch.stack(states)[torch.from_numpy(has_query)]
+        queries = torch.stack(states)[query_mask]
         if queried == 0:
             return 0.0, np.zeros(0, dtype=np.int64), torch.stack(states).detach()
-        targets = positives[torch.from_numpy(has_query)]
+        targets = positives[query_mask]
         logits = torch.cat([(queries * targets).sum(1, keepdim=True), queries @ negatives.T], dim=1)
-        accidental = drawn.to(device)[None, :] == torch.from_numpy(items[has_query])[:, None]
+        queried_items = torch.from_numpy(items[has_query]).to(device)
+        accidental = drawn.to(device)[None, :] == queried_items[:, None]
         logits[:, 1:] = logits[:, 1:].masked_fill(accidental, float("-inf"))
         losses = torch.nn.functional.cross_entropy(
             logits, torch.zeros(queried, dtype=torch.long, device=device), reduction="none"
