@@ -20,6 +20,7 @@ from consumers.service import ConsumeService
 from consumers.sinks.memory import MemoryStore
 from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from streamer.events import USERS_TOPIC, VIEWS_TOPIC
+from tests.test_checkpoint import drain
 
 
 def build(name: ModelName, log: MemoryEventLog, directory: Path, group: str) -> ConsumeService:
@@ -35,11 +36,6 @@ def build(name: ModelName, log: MemoryEventLog, directory: Path, group: str) -> 
         checkpoints=LocalCheckpoints(CheckpointPolicy(directory, 300, None)),
         users_topic=USERS_TOPIC,
     )
-
-
-def drain(service: ConsumeService) -> None:
-    while service.step():
-        pass
 
 
 @pytest.mark.parametrize("name", ["sequence", "mlp"])
