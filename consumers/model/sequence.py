@@ -171,24 +171,20 @@ class SequenceModel(NeuralModel):
         positives, negatives = read[queried : queried + users.size], read[queried + users.size :]
         layers = [tape.dense(layer) for layer in self.gru]
         stored = self.hidden[torch.from_numpy(users).to(device)]
-        states: list[Tensor] = [torch.zeros(0)] * users.size
+        states = stored  # each view's state after it, filled wave by wave
         for k in range(int(wave.max()) + 1):
             chosen = np.flatnonzero(wave == k)
+            rows = torch.from_numpy(chosen).to(device)
             before = (
-                stored[chosen]
-                if k == 0
-                else torch.stack([states[int(j)] for j in in_batch_previous[chosen]])
+                stored[rows] if k == 0 else states[self._device_rows(in_batch_previous[chosen])]
             )
             after = torch.where(
-                torch.from_numpy(has_query[chosen])[:, None].to(device),
-                gru_step(inputs[chosen], before, layers),
-                before,
+                query_mask[rows][:, None], gru_step(inputs[rows], before, layers), before
             )
-            for position, j in enumerate(chosen.tolist()):
-                states[j] = after[position]
-        queries = torch.stack(states)[query_mask]
+            states = states.index_put((rows,), after)
+        queries = states[query_mask]
         if queried == 0:
-            return 0.0, np.zeros(0, dtype=np.int64), torch.stack(states).detach()
+            return 0.0, np.zeros(0, dtype=np.int64), states.detach()
         targets = positives[query_mask]
         logits = torch.cat([(queries * targets).sum(1, keepdim=True), queries @ negatives.T], dim=1)
         queried_items = torch.from_numpy(items[has_query]).to(device)
@@ -204,7 +200,7 @@ class SequenceModel(NeuralModel):
         loss.backward()  # type: ignore[no-untyped-call]
         tape.step(self.optimizer)
         moved = tape.rows_read(self.embeddings).cpu().numpy()
-        return float(loss.detach()), moved, torch.stack(states).detach()
+        return float(loss.detach()), moved, states.detach()
 
     def _extra_state(self) -> dict[str, Tensor]:
         return {"sequence_hidden": self.hidden.cpu(), "sequence_last": self.last}
