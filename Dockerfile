@@ -18,7 +18,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamer ./streamer
 COPY consumers ./consumers
-RUN pip install ".[ann]" && rm -rf /src
+RUN pip install . && rm -rf /src
 
 RUN useradd --create-home --uid 10001 recstream \
     && mkdir -p /var/lib/recstream && chown recstream /var/lib/recstream

@@ -9,7 +9,7 @@ time order, then its lists are scored on the remaining 10% (temporal HR@10 and
 NDCG@10, as benchmarks/evaluation/temporal.py), then it goes on learning that 10%
 test-then-train (prequential HR@10 and NDCG@10 over its ~8,000 events: the larger
 sample, so the steadier choice). Writes
-benchmarks/results/model_grid-<model>.json with the machine and its load.
+benchmarks/results/model_grid-<model>[-<tag>].json with the machine and its load.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--grid", default="[{}]", help="JSON list of config changes")
     parser.add_argument("--step", type=int, default=256, help="micro-batch (default 256)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
     args = parser.parse_args()
     pin_threads()
     plan = Plan()
@@ -98,7 +99,7 @@ def main() -> None:
     info = machine()
     info["load_average_at_end"] = list(os.getloadavg())
     write(
-        f"model_grid-{args.model}",
+        f"model_grid-{args.model}{args.tag and '-' + args.tag}",
         {
             "model": args.model,
             "step": args.step,

@@ -1,6 +1,8 @@
 """Top-N search: exact users/s at 10k, 100k, 1M items; ANN libraries compared; the chosen
 index (hnswlib, through consumers/model/ann.py) at 1M items: users/s, recall@10 against
-exact, and recall as item vectors move (staleness).
+exact, and recall as item vectors move (staleness). `--crossover`: the catalogue size from
+which the full search of the incremental lists (the top `SearchConfig.candidates`) costs
+less through HNSW than exact, which `--topn-index auto` uses as `ann_min_items`.
 
 Vectors are synthetic but shaped like learned MF embeddings: items and users around
 shared cluster centres, item norms log-normal (popular items have long vectors).
@@ -8,7 +10,7 @@ Each user excludes 20 watched items, as the publisher does. One thread for every
 users/s are per CPU second of this process (the machine may be shared: wall time would
 count other people's work).
 
-    PYTHONPATH=. python benchmarks/topn.py [--quick]
+    PYTHONPATH=. python benchmarks/topn.py [--quick | --crossover]
 """
 
 from __future__ import annotations
@@ -252,13 +254,66 @@ def chosen_at(size: int, users: int, exact_rate: float) -> dict[str, Any]:
     }
 
 
+def live_rate(size: int, users: int, k: int) -> tuple[float, float, np.ndarray]:
+    """Exact and LiveSearch (HNSW, the defaults) users/s for the top `k`, and the graph's
+    recall@10 against exact."""
+    import torch
+
+    from consumers.model.ann import HnswIndex, LiveSearch, exact_top_k
+    from consumers.model.config import SearchConfig
+
+    items, queries = catalogue(size, users, seed=7)
+    seen = watched(users, size)
+    table, q = torch.from_numpy(items), torch.from_numpy(queries)
+    exact_top_k(q[:8], table, k, seen[:8])  # warm
+    with Timer() as t:
+        exact_top_k(q, table, k, seen)
+    exact_rate = users / t.cpu_seconds
+    config = SearchConfig()
+    index = HnswIndex(DIM, "ip", config.m, config.ef_construction, config.ef_search, size)
+    live = LiveSearch(index, config.refresh_every, config.sweep_rows, config.overfetch)
+    live.search(q[:8], table, k, seen[:8])  # builds the graph
+    with Timer() as t:
+        found = live.search(q, table, k, seen)[1].numpy()
+    return exact_rate, users / t.cpu_seconds, found[:, :K]
+
+
+def crossover(sizes: list[int], users: int) -> dict[str, Any]:
+    """Exact vs HNSW users/s for the incremental lists' full search (top C) per size."""
+    from consumers.model.config import SearchConfig
+
+    k = SearchConfig().candidates
+    points = []
+    for size in sizes:
+        exact_rate, hnsw_rate, found = live_rate(size, users, k)
+        items, queries = catalogue(size, users, seed=7)
+        truth, _ = exact(items, queries, watched(users, size))
+        points.append(
+            {
+                "items": size,
+                "exact_users_per_s": round(exact_rate),
+                "hnsw_users_per_s": round(hnsw_rate),
+                "hnsw_over_exact": round(hnsw_rate / exact_rate, 2),
+                "hnsw_recall@10": round(recall(found, truth), 4),
+            }
+        )
+        print(f"top-{k} at {size:>9,} items: {points[-1]}")
+    faster = [p["items"] for p in points if p["hnsw_over_exact"] > 1]
+    return {"k": k, "users": users, "points": points, "hnsw_faster_from": min(faster, default=None)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="100k items instead of 1M")
+    parser.add_argument("--crossover", action="store_true", help="only the auto threshold")
     args = parser.parse_args()
     pin_threads(1)
     info = machine()
     print(f"machine: {describe(info)}")
+    if args.crossover:
+        sizes = [10_000, 20_000, 50_000, 100_000, 200_000]
+        write("topn_crossover", {"machine": info, "threads": 1, **crossover(sizes, 500)})
+        return
     big = 100_000 if args.quick else 1_000_000
     sizes = [10_000, 100_000] + ([] if args.quick else [1_000_000])
     exact_part = exact_rates(sizes, users=512)

@@ -57,29 +57,35 @@ class LearnerMetrics:
             buckets=FRESHNESS_BUCKETS,
             registry=registry,
         )
+        # `model` (the model's name, "mf-bpr") tells models running side by side apart.
         self.loss = Gauge(
-            "recstream_loss", "Moving average of the training loss.", registry=registry
+            "recstream_loss",
+            "Moving average of the training loss.",
+            ["model"],
+            registry=registry,
         )
         self.online_hit_rate = Gauge(
             "recstream_online_hit_rate",
             "Prequential HR@k: the next item was in the list we were serving.",
-            ["ranker", "k", "window"],
+            ["model", "ranker", "k", "window"],
             registry=registry,
         )
         self.online_ndcg = Gauge(
             "recstream_online_ndcg",
             "Prequential NDCG@k of the list we were serving.",
-            ["ranker", "k", "window"],
+            ["model", "ranker", "k", "window"],
             registry=registry,
         )
         self.rating_rmse = Gauge(
             "recstream_rating_rmse",
             "Prequential RMSE of predicted ratings (rating model; 0 before any rated view).",
+            ["model"],
             registry=registry,
         )
         self.rating_mae = Gauge(
             "recstream_rating_mae",
             "Prequential MAE of predicted ratings (rating model; 0 before any rated view).",
+            ["model"],
             registry=registry,
         )
         self.embedding_rows = Gauge(

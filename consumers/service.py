@@ -272,7 +272,7 @@ class ConsumeService:
         self.smoothed_loss = (
             loss if previous is None else (previous + LOSS_SMOOTHING * (loss - previous))
         )
-        self.metrics.loss.set(self.smoothed_loss)
+        self.metrics.loss.labels(self.learner.model.name).set(self.smoothed_loss)
 
     def _observe_publish(self, result: PublishResult | None) -> None:
         self.health.pending(self.publisher.pending)
@@ -289,18 +289,19 @@ class ConsumeService:
 
     def _observe_state(self) -> None:
         metrics, learner = self.metrics, self.learner
+        model = learner.model.name
         metrics.records_since_checkpoint.set(self._records_since_checkpoint)
         for ranker, quality in (
             ("model", learner.quality),
             ("popularity", learner.popularity_quality),
         ):
             k = str(quality.k)
-            metrics.online_hit_rate.labels(ranker, k, "all").set(quality.hit_rate)
-            metrics.online_hit_rate.labels(ranker, k, "recent").set(quality.recent_hit_rate)
-            metrics.online_ndcg.labels(ranker, k, "all").set(quality.ndcg)
-            metrics.online_ndcg.labels(ranker, k, "recent").set(quality.recent_ndcg)
-        metrics.rating_rmse.set(learner.rating_quality.rmse)
-        metrics.rating_mae.set(learner.rating_quality.mae)
+            metrics.online_hit_rate.labels(model, ranker, k, "all").set(quality.hit_rate)
+            metrics.online_hit_rate.labels(model, ranker, k, "recent").set(quality.recent_hit_rate)
+            metrics.online_ndcg.labels(model, ranker, k, "all").set(quality.ndcg)
+            metrics.online_ndcg.labels(model, ranker, k, "recent").set(quality.recent_ndcg)
+        metrics.rating_rmse.labels(model).set(learner.rating_quality.rmse)
+        metrics.rating_mae.labels(model).set(learner.rating_quality.mae)
         for name, size in learner.model.table_sizes().items():
             metrics.embedding_rows.labels(name).set(size.rows)
             metrics.embedding_capacity.labels(name).set(size.capacity)

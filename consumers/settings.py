@@ -123,10 +123,21 @@ class TrainingSettings(BaseSettings):
         1.0, ge=0, description="seconds between refreshes of a watched item's similar list"
     )
     topn_index: TopNIndexName = Field(
-        "exact", description="how top-N lists are searched: exact, or ann (HNSW, hnswlib)"
+        "auto",
+        description="how top-N lists are searched in full: auto (exact below --ann-min-items "
+        "items, HNSW from there), exact, or ann (HNSW at every size)",
     )
     ann_min_items: int = Field(
-        100_000, ge=1, description="catalogue size from which ann replaces exact"
+        100_000, ge=1, description="catalogue size from which auto searches HNSW, not exact"
+    )
+    topn_candidates: int = Field(
+        0,
+        ge=0,
+        description="items kept per user from a full search and re-scored on the next "
+        "touches, with the items just moved (0: a full search every publish)",
+    )
+    topn_full_every: int = Field(
+        8, ge=1, description="a user's full search runs at least every this many touches"
     )
     ann_refresh_every: int = Field(10, ge=1, description="publishes between ANN refreshes")
     ann_ef: int = Field(
@@ -145,6 +156,8 @@ class TrainingSettings(BaseSettings):
             ann_min_items=self.ann_min_items,
             refresh_every=self.ann_refresh_every,
             ef_search=self.ann_ef,
+            candidates=self.topn_candidates,
+            full_pass_every=self.topn_full_every,
         )
 
     def publishing(self) -> dict[str, Any]:

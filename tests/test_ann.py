@@ -36,7 +36,6 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _hnsw(dim: int = 16, **options: object) -> HnswIndex:
-    pytest.importorskip("hnswlib")
     return HnswIndex(dim, ef_search=100, **options)  # type: ignore[arg-type]
 
 
@@ -146,9 +145,8 @@ def test_live_search_falls_back_to_exact_when_exclusions_swamp_the_graph() -> No
     np.testing.assert_array_equal(rows.numpy()[0], want[0])
 
 
-def test_model_uses_the_graph_past_the_threshold_and_exact_below() -> None:
-    pytest.importorskip("hnswlib")
-    search = SearchConfig(index="ann", ann_min_items=50, refresh_every=1)
+def test_auto_uses_the_graph_past_the_threshold_and_exact_below() -> None:
+    search = SearchConfig(index="auto", ann_min_items=50, refresh_every=1, candidates=0)
     model = MatrixFactorization(ModelConfig(dim=8, seed=1), search=search)
     model.users.add_many(range(5))
     model.items.add_many(range(40))

@@ -365,11 +365,8 @@ def test_prometheus_scrapes_the_compose_services() -> None:
 def test_the_compose_stack_runs_one_model_whose_workers_are_all_scraped() -> None:
     """One learner service (`--workers N`), not several models under one prefix; each
     worker's metrics port (9400 + i) is exposed, health-checked and scraped."""
-    services = load_yaml(COMPOSE)["services"]
     learners = {
-        name: service
-        for name, service in services.items()
-        if (service.get("command") or [None])[0] == "consume"
+        name: service for name, service in compose_learners().items() if "profiles" not in service
     }
     assert len(learners) == 1, sorted(learners)
     ((name, service),) = learners.items()
@@ -382,6 +379,42 @@ def test_the_compose_stack_runs_one_model_whose_workers_are_all_scraped() -> Non
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "recstream-learner"]
     targets = [target for static in job["static_configs"] for target in static["targets"]]
     assert targets == [f"{name}:{port}" for port in ports]
+
+
+def compose_learners() -> dict[str, Any]:
+    services: dict[str, Any] = load_yaml(COMPOSE)["services"]
+    return {
+        name: service
+        for name, service in services.items()
+        if (service.get("command") or [None])[0] == "consume"
+    }
+
+
+def flag(command: list[str], name: str, default: str) -> str:
+    return command[command.index(name) + 1] if name in command else default
+
+
+def test_the_compare_profile_runs_each_model_in_its_own_group_and_prefix_all_scraped() -> None:
+    """Models side by side: each learner its own --model, group and prefix (never one
+    prefix for two models), and every learner's job label is the one the dashboard and
+    the alerts select."""
+    learners = compose_learners()
+    commands = [service["command"] for service in learners.values()]
+    assert len(learners) >= 2, sorted(learners)
+    for name in ("--model", "--group", "--prefix"):
+        values = [flag(command, name, f"default {name}") for command in commands]
+        assert len(set(values)) == len(values), (name, values)
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    discovered = {
+        entry_name
+        for job in config["scrape_configs"]
+        for entry in job.get("dns_sd_configs", [])
+        for entry_name in entry["names"]
+        if {"target_label": "job", "replacement": "recstream-learner"}
+        in job.get("relabel_configs", [])
+    }
+    compared = {name for name, service in learners.items() if "profiles" in service}
+    assert compared and compared <= discovered
 
 
 # --- what a dashboard shows from the start, and how ---------------------------------------

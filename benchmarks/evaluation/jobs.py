@@ -35,6 +35,7 @@ MODEL_KEYS = (
     "sampled_negatives",
     "hidden",
     "tied",
+    "frequency_half_life",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 LossName = Literal["bpr", "triplet"]
 OptimizerName = Literal["adagrad", "sgd"]
-TopNIndexName = Literal["exact", "ann"]
+TopNIndexName = Literal["auto", "exact", "ann"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +49,19 @@ class ModelConfig:
 class SearchConfig:
     """How top-N lists are searched (not part of the learned state: checkpoints ignore it).
 
-    `index="ann"` searches an HNSW graph (consumers/model/ann.py) once the
-    catalogue has `ann_min_items` items, exact search below that; the graph
-    re-inserts the items moved since its last refresh every `refresh_every`
-    searches (publishes), plus `sweep_rows` further rows in a rolling sweep.
+    The full search is exact (one matmul + top-k) with `index="exact"`, an HNSW graph
+    (consumers/model/ann.py) with `index="ann"`, and with `index="auto"` exact below
+    `ann_min_items` items and HNSW from there (the crossover measured by
+    benchmarks/topn.py). The graph re-inserts the items moved since its last refresh
+    every `refresh_every` searches (publishes), plus `sweep_rows` further rows in a
+    rolling sweep. On top of either, `candidates` > 0 turns on incremental lists
+    (consumers/model/incremental.py): a user's list is re-scored from the last full
+    search's top `candidates` plus the items moved in the last `recent_publishes`
+    publishes, with a full search every `full_pass_every`-th touch or when a bound says
+    an item outside could enter; 0 searches in full every time.
     """
 
-    index: TopNIndexName = "exact"
+    index: TopNIndexName = "auto"
     ann_min_items: int = 100_000
     refresh_every: int = 10
     sweep_rows: int = 2_000
@@ -63,9 +69,18 @@ class SearchConfig:
     ef_construction: int = 64
     ef_search: int = 96  # recall@10 >= 0.95 at 1M items (benchmarks/topn.py)
     overfetch: float = 1.5
+    candidates: int = 0  # off: at 20k items the lists cost 4x exact (benchmarks/README.md)
+    full_pass_every: int = 8
+    recent_publishes: int = 1
 
     def __post_init__(self) -> None:
         if self.ann_min_items < 1 or self.refresh_every < 1 or self.sweep_rows < 0:
             raise ValueError("ann_min_items and refresh_every must be >= 1, sweep_rows >= 0")
         if self.m < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.overfetch < 1:
             raise ValueError("m >= 2, ef_construction, ef_search >= 1 and overfetch >= 1")
+        if self.candidates < 0 or self.full_pass_every < 1 or self.recent_publishes < 1:
+            raise ValueError("candidates >= 0, full_pass_every and recent_publishes >= 1")
+
+    def approximate(self, items: int) -> bool:
+        """Whether a full search over `items` items uses the HNSW graph."""
+        return self.index == "ann" or (self.index == "auto" and items >= self.ann_min_items)

@@ -34,7 +34,7 @@ class MatrixFactorization:
         storage: Callable[[ModelConfig, torch.Generator], Storage] = local_storage,
         search: SearchConfig | None = None,
     ) -> None:
-        """`search` picks exact or approximate top-N (default: exact)."""
+        """`search` picks the top-N index and the incremental lists (default: `auto`)."""
         self.config = config
         self.search = ItemSearch(search or SearchConfig(), config.dim, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -63,6 +63,8 @@ class MatrixFactorization:
             self.user_table.weight[row] = 0.0
             self.user_table.accumulator[row] = 0.0
             self.history.forget(row)
+        if row is not None:
+            self.search.forget_user(row)
         return row
 
     def state(self) -> dict[str, Tensor]:
@@ -92,6 +94,7 @@ class MatrixFactorization:
             self.item_table.load(tensors["item_weight"], tensors["item_accumulator"])
         self.history.load(tensors["history_offsets"], tensors["history_items"])
         self.generator.set_state(tensors["generator"])
+        self.search.clear()
 
     def learn(self, batch: Batch) -> Step:
         """`config.passes` steps on one batch of views, with fresh negatives each pass.

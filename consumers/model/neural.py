@@ -166,6 +166,7 @@ class NeuralModel:
             if table.entity == "user":
                 table.zero_rows(index)
         self.history.forget(row)
+        self.search.forget_user(row)
         self._forget_row(row)
         return row
 
@@ -255,4 +256,5 @@ class NeuralModel:
             table.load_state(tensors, f"param.{name}")
         self.history.load(tensors["history_offsets"], tensors["history_items"])
         self.generator.set_state(tensors["generator"])
+        self.search.clear()
         self._load_extra_state(tensors)

@@ -13,29 +13,44 @@ from consumers.model.ann import LiveSearch, make_index
 from consumers.model.base import Ranking, Rows
 from consumers.model.config import SearchConfig
 from consumers.model.history import History
+from consumers.model.incremental import CandidateLists
 from consumers.model.topn import top_n
 
 
 class ItemSearch:
     """Ranks item vectors for user queries (watched items excluded) and for items
-    (cosine, the item itself excluded); `search.index="ann"` switches to a live HNSW
-    graph once the catalogue reaches `search.ann_min_items`."""
+    (cosine, the item itself excluded), through the index `search` picks for the
+    catalogue's size (exact, or a live HNSW graph), and the incremental candidate lists
+    where `search.candidates` turns them on."""
 
     def __init__(self, search: SearchConfig, dim: int, seed: int) -> None:
         self.search = search
         self.dim = dim
         self.seed = seed
         self.live: dict[str, LiveSearch] = {}
+        self.candidate_lists = CandidateLists(search, dim) if search.candidates else None
 
     def items_moved(self, item_rows: Collection[int]) -> None:
-        """Tell the approximate indexes (if any) which item rows changed."""
+        """Tell the approximate indexes and the candidate lists which item rows changed."""
         for live in self.live.values():
             live.mark_moved(item_rows)
+        if self.candidate_lists is not None:
+            self.candidate_lists.items_moved(np.fromiter(item_rows, np.int64, len(item_rows)))
+
+    def forget_user(self, row: int) -> None:
+        """Drop a forgotten user's candidate list (if any)."""
+        if self.candidate_lists is not None:
+            self.candidate_lists.forget(row)
+
+    def clear(self) -> None:
+        """Drop every candidate list (the tables were replaced: a restore)."""
+        if self.candidate_lists is not None:
+            self.candidate_lists.clear()
 
     def _approximate(self, kind: str, items: int, capacity: int) -> LiveSearch | None:
         """The ANN search for `kind` ("recommend" or "similar"), or None for exact search."""
         search = self.search
-        if search.index != "ann" or items < search.ann_min_items:
+        if not search.approximate(items):
             return None
         live = self.live.get(kind)
         if live is None:
@@ -68,14 +83,22 @@ class ItemSearch:
         capacity: int,
     ) -> Ranking:
         """Top-`n` (score, item row) per query, the items its user watched excluded."""
-        offsets, watched = history.lists(user_rows)
-        approximate = self._approximate("recommend", items.shape[0], capacity)
-        if approximate is not None:
-            per_user = np.split(watched, offsets[1:-1])
-            return _ranking(approximate.search(queries, items, n, per_user))
-        exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+
+        def full_search(user_rows: Rows, queries: Tensor, n: int) -> tuple[Tensor, Tensor]:
+            offsets, watched = history.lists(user_rows)
+            approximate = self._approximate("recommend", items.shape[0], capacity)
+            if approximate is not None:
+                per_user = np.split(watched, offsets[1:-1])
+                return approximate.search(queries, items, n, per_user)
+            exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+            return top_n(
+                queries, items, n, torch.from_numpy(exclude_rows), torch.from_numpy(watched)
+            )
+
+        if self.candidate_lists is None:
+            return _ranking(full_search(user_rows, queries, n))
         return _ranking(
-            top_n(queries, items, n, torch.from_numpy(exclude_rows), torch.from_numpy(watched))
+            self.candidate_lists.recommend(user_rows, queries, items, history, n, full_search)
         )
 
     def similar(self, item_rows: Rows, items: Tensor, n: int, capacity: int) -> Ranking:

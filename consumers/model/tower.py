@@ -33,6 +33,9 @@ class HistoryConfig(NeuralConfig):
     sampled_negatives: int = 2048
     hidden: int = 256
     tied: bool = False  # one embedding per item for the history and the output
+    # item frequencies behind the in-batch logQ forget with this half-life in views
+    # (0: all-time counts)
+    frequency_half_life: int = 0
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
@@ -133,6 +136,8 @@ class HistoryTower(NeuralModel):
         learned = np.ones(users.size, dtype=np.bool_)
         if users.size == 0:
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
+        if self.config.frequency_half_life:
+            self.item_counts *= 0.5 ** (users.size / self.config.frequency_half_life)
         self.item_counts.index_add_(
             0, torch.from_numpy(items), torch.from_numpy(batch.weights.astype(np.float64))
         )
@@ -146,6 +151,8 @@ class HistoryTower(NeuralModel):
         return Step(loss, learned, moved)
 
     def _step(self, users: np.ndarray, items: np.ndarray, batch: Batch) -> tuple[float, np.ndarray]:
+        """The weighted mean sampled-softmax loss, stepped unless non-finite (then nan),
+        and the output rows it moved."""
         config, device = self.config, self.device
         catalogue = len(self.items)
         drawn = torch.randint(0, catalogue, (config.sampled_negatives,), generator=self.generator)
@@ -157,7 +164,9 @@ class HistoryTower(NeuralModel):
         queries, vectors = self._queries(self._device_rows(users), ages, tape, candidates)
         logits = queries @ vectors.T
         size = users.size
-        frequency = self.item_counts[positives] / self.item_counts.sum()
+        # an item in the batch was drawn at least once, whatever its views' weights
+        counts = self.item_counts
+        frequency = counts[positives].clamp(min=1.0) / counts.sum().clamp(min=1.0)
         in_batch = torch.log(size * frequency).float().to(device)
         uniform = torch.full(
             (config.sampled_negatives,), np.log(config.sampled_negatives / catalogue), device=device
