@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from consumers.learner import QUALITY_K, LearnedBatch, OnlineLearner
-from consumers.model.base import Ranking
+from consumers.model.base import ListKind, Ranking, Staged
 from consumers.quality import ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import (
@@ -246,6 +246,11 @@ class Publisher:
         self._doomed_keys.clear()
         return True
 
+    def _stages(self, kind: ListKind) -> tuple[str, ...]:
+        """The stages that made the model's lists of `kind` (none for one-stage models)."""
+        model = self.learner.model
+        return model.stages(kind) if isinstance(model, Staged) else ()
+
     def _publish(
         self, user_rows: np.ndarray, positive_rows: np.ndarray, touched_items: np.ndarray
     ) -> Ranking | None:
@@ -265,10 +270,10 @@ class Publisher:
         stamp = Stamp(model.name, self.version, round(self.clock(), 3))
         encoded = self.encoder.strings(
             stamp,
-            RankedRows(user_ids, *user_ranking),
+            RankedRows(user_ids, *user_ranking, self._stages("recommend")),
             VectorRows(user_ids, model.user_vectors(user_rows)),
             VectorRows(model.items.raws(touched_items.tolist()), model.item_vectors(touched_items)),
-            RankedRows(model.items.raws(positive_rows.tolist()), *similar),
+            RankedRows(model.items.raws(positive_rows.tolist()), *similar, self._stages("similar")),
         )
         publication = Publication(
             *stamp,

@@ -96,7 +96,7 @@ class TrainingSettings(BaseSettings):
     )
     seed: int = Field(0, description="random seed of initialisation and negative sampling")
     device: DeviceName = Field(
-        "cpu", description="where the torch-trained models (history, rating) learn: cpu or cuda"
+        "cpu", description="where the torch-trained models (all but mf) learn: cpu or cuda"
     )
     history_length: int = Field(
         50, ge=1, description="history model: the last views whose item embeddings make a user"
@@ -104,7 +104,8 @@ class TrainingSettings(BaseSettings):
     sampled_negatives: int = Field(
         2048,
         ge=0,
-        description="history model: uniform negatives per micro-batch, besides the batch's items",
+        description="history and sequence models: uniform negatives per micro-batch (history: "
+        "besides the batch's items)",
     )
     hidden: int = Field(256, ge=1, description="history model: width of the residual MLP's layer")
     batch_size: int = Field(512, ge=1, description="most events learned as one micro-batch")

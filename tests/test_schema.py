@@ -25,12 +25,12 @@ STAMP = Stamp("mf-bpr", 29, 1795723725.9)
 INF = -np.inf
 
 
-def one_by_one(scores: np.ndarray, items: np.ndarray) -> list[bytes]:
+def one_by_one(scores: np.ndarray, items: np.ndarray, stages: tuple[str, ...] = ()) -> list[bytes]:
     """What the publisher wrote before: a RankedList per row, encoded alone."""
     out = []
     for row_scores, row_items in zip(scores, items, strict=True):
         n = int(np.isfinite(row_scores).sum())
-        ranked = RankedList([IDS[row] for row in row_items[:n].tolist()], row_scores[:n])
+        ranked = RankedList([IDS[row] for row in row_items[:n].tolist()], row_scores[:n], stages)
         out.append(encode_ranked(ranked, *STAMP))
     return out
 
@@ -57,6 +57,18 @@ def test_lists_are_byte_for_byte_the_per_list_encoding() -> None:
         "updated_at": 1795723725.9,
     }
     assert decode_ranked(encoded[3])["items"] == [IDS[row] for row in items[3, :2].tolist()]
+
+
+def test_lists_of_several_stages_say_so_as_the_per_list_encoding_does() -> None:
+    rng = np.random.default_rng(1)
+    scores = -np.sort(-rng.standard_normal((4, 3)).astype(np.float32), axis=1)
+    items = rng.integers(0, len(IDS), scores.shape)
+    stages = ("retrieve:mf", "rank:mlp")
+    encoded = BatchEncoder(Keys(), lambda rows: [IDS[row] for row in rows]).lists(
+        scores, items, STAMP, stages
+    )
+    assert encoded == one_by_one(scores, items, stages)
+    assert decode_ranked(encoded[0])["stages"] == list(stages)
 
 
 def test_ids_are_fetched_once_per_item_row() -> None:

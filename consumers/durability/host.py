@@ -127,6 +127,7 @@ def worker_state(checkpoint: Checkpoint, index: int, count: int) -> State:
     fresh_generator = torch.Generator().manual_seed(int(manifest.config["seed"]) + index)
     empty_rows = torch.zeros(0, dtype=torch.long)
     tensors = {
+        **own,  # what only this worker holds (a torch-trained model's parameters and states)
         **(checkpoint.shared if count == 1 else {}),
         "history_offsets": history_offsets,
         "history_items": history_items,

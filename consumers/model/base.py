@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import Field, dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -164,3 +164,14 @@ class Model(Protocol):
     def load_state(self, tensors: dict[str, Tensor], shared: bool = True) -> None:
         """Restore `state()`; `shared=False` leaves what a host's workers share (their
         registries and tables, restored once for all of them) alone."""
+
+
+ListKind = Literal["recommend", "similar"]
+
+
+@runtime_checkable
+class Staged(Protocol):
+    """A model whose lists more than one stage made (retrieve, then rank): the
+    publisher writes the stages into each list ("stages": ["retrieve:mf", "rank:mlp"])."""
+
+    def stages(self, kind: ListKind) -> tuple[str, ...]: ...

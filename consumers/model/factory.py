@@ -18,11 +18,13 @@ import torch
 from consumers.model.base import Config, Model
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.mf import MatrixFactorization
+from consumers.model.mlp import MlpConfig, MlpRanker
 from consumers.model.rating import BiasedRating, RatingConfig
+from consumers.model.sequence import SequenceConfig, SequenceModel
 from consumers.model.storage import Storage, local_storage
 from consumers.model.tower import HistoryConfig, HistoryTower
 
-ModelName = Literal["mf", "history", "rating"]
+ModelName = Literal["mf", "history", "rating", "sequence", "mlp"]
 StorageFactory = Callable[[ModelConfig, torch.Generator], Storage]
 ModelFactory = Callable[[Any, StorageFactory, SearchConfig | None], Model]
 
@@ -47,6 +49,14 @@ def _rating(config: RatingConfig, _: StorageFactory, search: SearchConfig | None
     return BiasedRating(config, search)
 
 
+def _sequence(config: SequenceConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return SequenceModel(config, search)
+
+
+def _mlp(config: MlpConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return MlpRanker(config, search)
+
+
 MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     "mf": ModelChoice(
         ModelConfig,
@@ -62,6 +72,17 @@ MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     ),
     "rating": ModelChoice(
         RatingConfig, _rating, "biased MF regressed on explicit ratings, lists by predicted rating"
+    ),
+    "sequence": ModelChoice(
+        SequenceConfig,
+        _sequence,
+        "GRU4Rec-style next-item model: a GRU state per user advanced by each view",
+    ),
+    "mlp": ModelChoice(
+        MlpConfig,
+        _mlp,
+        "two stages: mf retrieves candidates, an MLP over user and item embeddings "
+        "(triplet loss) ranks them",
     ),
 }
 

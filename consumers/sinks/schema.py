@@ -52,6 +52,7 @@ class RankedList:
 
     items: list[Id]
     scores: list[float] | np.ndarray
+    stages: tuple[str, ...] = ()  # the stages that made it, when more than one model did
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,15 @@ class Publication:
 
 def encode_ranked(ranked: RankedList, model: str, version: int, updated_at: float) -> bytes:
     """One list's JSON: what readers decode, and what `BatchEncoder.lists` must equal."""
-    body = {
+    body: dict[str, object] = {
         "items": ranked.items,
         "scores": ranked.scores,
         "model": model,
         "version": version,
         "updated_at": updated_at,
     }
+    if ranked.stages:
+        body["stages"] = list(ranked.stages)
     # float32 scores serialise as their shortest float32 text ("0.7530054").
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -109,6 +112,7 @@ class RankedRows(NamedTuple):
     ids: list[Id]
     scores: np.ndarray
     items: np.ndarray
+    stages: tuple[str, ...] = ()  # as `RankedList.stages`, the same for every row
 
 
 class VectorRows(NamedTuple):
@@ -151,21 +155,26 @@ class BatchEncoder:
                 *map(keys.item_similar, item_similar.ids),
             ],
             [
-                *self.lists(user_tops.scores, user_tops.items, stamp),
+                *self.lists(user_tops.scores, user_tops.items, stamp, user_tops.stages),
                 *encode_vectors(user_vectors.vectors),
                 *encode_vectors(item_vectors.vectors),
-                *self.lists(item_similar.scores, item_similar.items, stamp),
+                *self.lists(item_similar.scores, item_similar.items, stamp, item_similar.stages),
             ],
         )
 
-    def lists(self, scores: np.ndarray, items: np.ndarray, stamp: Stamp) -> list[bytes]:
+    def lists(
+        self, scores: np.ndarray, items: np.ndarray, stamp: Stamp, stages: tuple[str, ...] = ()
+    ) -> list[bytes]:
         """`encode_ranked` of each row of `scores` and `items` ([lists, n], best first),
         each list its first as many slots as it has finite scores."""
         lengths = np.isfinite(scores).sum(axis=1)
         kept = np.arange(scores.shape[1]) < lengths[:, None]
         fragments = self._fragments_of(items[kept])
         head, middle = b'{"items":[', b'],"scores":['
-        tail = b"]," + orjson.dumps(stamp._asdict())[1:]
+        fields: dict[str, object] = dict(stamp._asdict())
+        if stages:
+            fields["stages"] = list(stages)
+        tail = b"]," + orjson.dumps(fields)[1:]
         bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
         return [
             b"".join((head, b",".join(fragments[start:end]), middle, numbers, tail))
