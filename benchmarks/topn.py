@@ -279,10 +279,11 @@ def live_rate(size: int, users: int, k: int) -> tuple[float, float, np.ndarray]:
 
 
 def crossover(sizes: list[int], users: int) -> dict[str, Any]:
-    """Exact vs HNSW users/s for the incremental lists' full search (top C) per size."""
-    from consumers.model.config import SearchConfig
+    """Exact vs HNSW users/s per size for a full search: the incremental lists' top C
+    where they are on, else the published list's top N."""
+    from consumers.model.config import ModelConfig, SearchConfig
 
-    k = SearchConfig().candidates
+    k = SearchConfig().candidates or ModelConfig().top_n
     points = []
     for size in sizes:
         exact_rate, hnsw_rate, found = live_rate(size, users, k)
