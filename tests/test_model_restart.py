@@ -4,6 +4,7 @@ not cover (per-user states, a model inside a model)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ from streamer.events import USERS_TOPIC, VIEWS_TOPIC
 from tests.test_checkpoint import drain
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """As in every worker (`TrainingSettings.pin_threads`): with more threads, torch's
+    scatter-adds of a batch's gradients may sum in another order (1e-9 apart)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(name: ModelName, log: MemoryEventLog, directory: Path, group: str) -> ConsumeService:
     config = make_config(name, {"dim": 16, "sampled_negatives": 32, "seed": 3})
     learner = OnlineLearner(make_model(name, config))
@@ -38,7 +49,7 @@ def build(name: ModelName, log: MemoryEventLog, directory: Path, group: str) -> 
     )
 
 
-@pytest.mark.parametrize("name", ["sequence", "mlp"])
+@pytest.mark.parametrize("name", ["mf", "history", "rating", "sequence", "mlp"])
 def test_a_restart_from_checkpoint_files_goes_on_exactly_as_an_unbroken_run(
     name: ModelName, tmp_path: Path
 ) -> None:
