@@ -54,24 +54,45 @@ def _kernel(
     weights: list[float],
 ) -> tuple[float, float, int, list[int]]:
     """`pairwise_step` on the model's tables and history with these candidates, one pass."""
-    config = model.config
     model.sync_rows()
     negatives = np.zeros((1, len(users)), dtype=np.int64)
-    loss, weight, skipped = pairwise_step(
-        model.user_table.weight.numpy(),
-        model.user_table.accumulator.numpy(),
-        model.item_table.weight.numpy(),
-        model.item_table.accumulator.numpy(),
-        model.history.slots,
+    loss, weight, skipped = _step(
+        model,
         np.array(users, dtype=np.int64),
         np.array(positives, dtype=np.int64),
         np.array(weights, dtype=np.float32),
         np.array(candidates, dtype=np.int64),
         negatives,
         -1,  # the candidates given, not drawn
-        *hyper_parameters(config),
     )
     return loss, weight, skipped, negatives[0].tolist()
+
+
+def _step(
+    model: MatrixFactorization,
+    users: np.ndarray,
+    positives: np.ndarray,
+    weights: np.ndarray,
+    candidates: np.ndarray,
+    negatives: np.ndarray,
+    seed: int,
+) -> tuple[float, float, int]:
+    """`pairwise_step` on the model's tables and history (the views recorded in it)."""
+    loss, weight, skipped, new = pairwise_step(
+        *model.user_table.arrays(),
+        *model.item_table.arrays(),
+        *model.history.room_for(users.size),
+        np.empty(users.size, dtype=np.bool_),
+        users,
+        positives,
+        weights,
+        candidates,
+        negatives,
+        seed,
+        *hyper_parameters(model.config),
+    )
+    model.history.inserted(new)
+    return loss, weight, skipped
 
 
 def _model(config: ModelConfig, users: int, items: int) -> MatrixFactorization:
@@ -197,23 +218,9 @@ def test_the_kernel_draws_what_uniform_candidates_draws_then_fresh_ones_each_pas
     model = _model(ModelConfig(dim=4, negatives=3, passes=2), users=5, items=50)
     users = np.arange(5, dtype=np.int64)
     positives = np.array([4, 8, 15, 16, 23], dtype=np.int64)
-    model.history.add(users, positives)
     candidates = np.empty((5, 3), dtype=np.int64)
     negatives = np.empty((2, 5), dtype=np.int64)
-    pairwise_step(
-        model.user_table.weight.numpy(),
-        model.user_table.accumulator.numpy(),
-        model.item_table.weight.numpy(),
-        model.item_table.accumulator.numpy(),
-        model.history.slots,
-        users,
-        positives,
-        np.ones(5, dtype=np.float32),
-        candidates,
-        negatives,
-        11,
-        *hyper_parameters(model.config),
-    )
+    _step(model, users, positives, np.ones(5, dtype=np.float32), candidates, negatives, 11)
     first = uniform_candidates(positives, 50, 3, seed=11)
     assert all(negatives[0, t] in first[t] for t in range(5))  # the hardest of its draws
     assert not np.array_equal(candidates, first)  # the buffer holds the second pass's
@@ -241,6 +248,13 @@ def test_learn_draws_fresh_negatives_each_pass_never_a_watched_item() -> None:
     assert step.learned.all() and step.negatives.shape == (150,)
     assert set(step.negatives.tolist()) <= {4, 6, 7, 8, 9}  # 0-3 watched, 5 the positive
     assert model.history.items(0).tolist() == [0, 1, 2, 3, 5]
+
+
+def test_a_users_other_positives_in_the_batch_are_never_their_negatives() -> None:
+    model = _model(ModelConfig(dim=4, negatives=64, passes=2), users=1, items=4)
+    step = model.learn(Batch.of_views(np.zeros(3, dtype=np.int64), np.array([0, 1, 2])))
+    assert set(step.negatives.tolist()) == {3}
+    assert model.history.items(0).tolist() == [0, 1, 2]
 
 
 def test_a_skipped_view_leaves_the_history_and_later_passes() -> None:
@@ -273,6 +287,18 @@ def test_tables_grow_in_chunks_and_keep_rows() -> None:
     torch.testing.assert_close(table.weight[:10], before)
     assert table.rows == capacity + 1
     assert torch.all(table.weight[10:].abs().sum(1) > 0)
+
+
+def test_table_arrays_follow_growth_and_reloads() -> None:
+    table = EmbeddingTable(dim=3, init_std=0.1, generator=torch.Generator().manual_seed(0))
+    table.grow_to(2)
+    assert table.arrays()[0].shape == (2, 3) and table.arrays()[0] is table.arrays()[0]
+    table.grow_to(table.capacity + 1)  # a new buffer
+    weight, accumulator = table.arrays()
+    weight[-1], accumulator[-1] = 7.0, 8.0
+    assert table.weight[-1].tolist() == [7.0] * 3 and table.accumulator[-1] == 8.0
+    table.load(torch.ones(4, 3), torch.zeros(4))
+    assert table.arrays()[0].shape == (4, 3) and table.arrays()[0][0, 0] == 1.0
 
 
 def test_top_n_orders_and_excludes() -> None:

@@ -94,12 +94,18 @@ def _delete_key(slots: np.ndarray, key: int) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
-def _add_pairs(
-    slots: np.ndarray, chains: Chains, used: int, users: np.ndarray, items: np.ndarray
-) -> np.ndarray:
-    """Insert pairs; whether each was new. Needs room for every pair in `chains`."""
+def add_pairs(
+    slots: np.ndarray,
+    chains: Chains,
+    used: int,
+    users: np.ndarray,
+    items: np.ndarray,
+    added: np.ndarray,
+) -> int:
+    """Insert pairs, `added[i]` set to whether pair i was new; how many were. Needs the
+    room `History.room_for` makes (`used` is the first free chain entry)."""
     head, count, item_of, next_of = chains
-    added = np.zeros(users.shape[0], dtype=np.bool_)
+    first = used
     for i in range(users.shape[0]):
         if i + AHEAD < users.shape[0]:
             prefetch(slots, home_slot(slots, users[i + AHEAD], items[i + AHEAD]))
@@ -112,7 +118,7 @@ def _add_pairs(
             head[user] = used
             count[user] += 1
             used += 1
-    return added
+    return used - first
 
 
 @nb.njit(cache=True, nogil=True)
@@ -220,7 +226,10 @@ class History:
             self._head = np.concatenate([self._head, np.full(extra, -1, dtype=np.int32)])
             self._count = np.concatenate([self._count, np.zeros(extra, dtype=np.int32)])
 
-    def _reserve(self, pairs: int) -> None:
+    def room_for(self, pairs: int) -> tuple[np.ndarray, Chains, int]:
+        """Make room for `pairs` more pairs; (slots, chains, first free entry) for
+        `add_pairs`, whose count of new pairs goes to `inserted` next. The arrays are
+        valid until the next call (they may be reallocated)."""
         if 2 * (self._occupied + pairs) > self.slots.shape[0]:
             size = self.slots.shape[0]
             while 2 * (int(self._count.sum()) + pairs) > size:
@@ -239,16 +248,19 @@ class History:
                 size = max(needed, 2 * self._item_of.shape[0])
                 self._item_of = np.resize(self._item_of, size)
                 self._next_of = np.resize(self._next_of, size)
+        return self.slots, self._chains(), self._used
+
+    def inserted(self, new: int) -> None:
+        """Count the `new` pairs `add_pairs` put in the room made by `room_for`."""
+        self._used += new
+        self._occupied += new
 
     def add(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Record watched pairs (user rows must exist); which of them were new."""
         users = np.ascontiguousarray(users, dtype=np.int64)
         items = np.ascontiguousarray(items, dtype=np.int64)
-        self._reserve(users.shape[0])
-        added = _add_pairs(self.slots, self._chains(), self._used, users, items)
-        new = int(added.sum())
-        self._used += new
-        self._occupied += new
+        added = np.empty(users.shape[0], dtype=np.bool_)
+        self.inserted(add_pairs(*self.room_for(users.shape[0]), users, items, added))
         return added
 
     @property

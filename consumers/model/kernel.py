@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from consumers.model.config import ModelConfig
-from consumers.model.history import contains_pair, home_slot
+from consumers.model.history import Chains, add_pairs, contains_pair, home_slot
 from consumers.model.prefetch import prefetch
 from consumers.model.sampling import POOL, draw_from_pool, draw_pool
 
@@ -36,6 +36,10 @@ from consumers.model.sampling import POOL, draw_from_pool, draw_pool
 FAST_MATH = {"reassoc", "contract"}
 AHEAD = 6  # triplets whose rows are requested before they are needed
 CACHE_LINE_FLOATS = 16
+# numba's on-disk cache of this module is keyed on this file alone: bump this after
+# editing the compiled code it calls (history.py, sampling.py, prefetch.py), or stale
+# machine code is loaded.
+COMPILED_DEPENDENCIES_VERSION = 2
 
 
 @nb.njit(cache=True, nogil=True)
@@ -124,6 +128,9 @@ def pairwise_step(
     item_weight: np.ndarray,
     item_accumulator: np.ndarray,
     watched: np.ndarray,
+    chains: Chains,
+    used: int,
+    added: np.ndarray,
     users: np.ndarray,
     positives: np.ndarray,
     weights: np.ndarray,
@@ -135,18 +142,21 @@ def pairwise_step(
     margin: float,
     bpr: bool,
     adagrad: bool,
-) -> tuple[float, float, int]:
-    """Learn one batch in place, `negatives.shape[0]` passes over it: (sum of weighted
-    losses, sum of weights) over the first pass's triplets learned, and how many views
-    that pass skipped because an update would leave a loss or row non-finite.
+) -> tuple[float, float, int, int]:
+    """Record a batch's views in a `History` and learn it in place, `negatives.shape[0]`
+    passes over it: (sum of weighted losses, sum of weights) over the first pass's
+    triplets learned, how many views that pass skipped because an update would leave a
+    loss or row non-finite, and how many views were new pairs (`added` marks them).
 
-    `watched` is a `History`'s pair table; `candidates` is `(batch, count)` item rows:
-    with `seed >= 0` a buffer the kernel fills with fresh uniform draws for every pass
-    (`sampling.uniform_candidates` draws the first, seeded by `seed`), with `seed < 0`
-    the candidates to
-    use in every pass. `negatives[p, t]` gets triplet t's negative in pass p, or -1
-    where it was not learned; a view skipped in the first pass is not learned in later
-    ones (its pair stays in `watched`: the caller takes it out).
+    `watched, chains, used` are what `History.room_for(len(users))` returns: the views
+    go in before the first triplet (a user's other positives here are never their
+    negatives), and the count of new pairs goes to `History.inserted`. `candidates` is
+    `(batch, count)` item rows: with `seed >= 0` a buffer the kernel fills with fresh
+    uniform draws for every pass (`sampling.uniform_candidates` draws the first, seeded
+    by `seed`), with `seed < 0` the candidates to use in every pass. `negatives[p, t]`
+    gets triplet t's negative in pass p, or -1 where it was not learned; a view skipped
+    in the first pass is not learned in later ones (its pair stays in `watched`: the
+    caller takes it out).
     """
     batch, count = candidates.shape
     passes = negatives.shape[0]
@@ -165,6 +175,7 @@ def pairwise_step(
     new_negative = np.empty(dim, dtype=np.float32)
     loss_sum = weight_sum = 0.0
     skipped = 0
+    new = add_pairs(watched, chains, used, users, positives, added)
     for step in range(passes):
         if draw:
             state = draw_pool(state, n_items, pool)
@@ -256,7 +267,7 @@ def pairwise_step(
             if step == 0:
                 loss_sum += loss * weight
                 weight_sum += weight
-    return loss_sum, weight_sum, skipped
+    return loss_sum, weight_sum, skipped, new
 
 
 def hyper_parameters(config: ModelConfig) -> tuple[float, float, float, bool, bool]:

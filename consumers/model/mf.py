@@ -45,6 +45,8 @@ class MatrixFactorization:
         self.item_table = ids_and_rows.item_table
         self.history = History()
         self.skipped_events = 0
+        self._seed = torch.empty(1, dtype=torch.int64)  # drawn into per batch (cheaper)
+        self._seed_value = self._seed.numpy()
 
     @property
     def name(self) -> str:
@@ -108,34 +110,42 @@ class MatrixFactorization:
         self.sync_rows()
         users = batch.users.astype(np.int64, copy=False)
         items = batch.items.astype(np.int64, copy=False)
-        added = self.history.add(users, items)
         learned = np.ones(users.size, dtype=np.bool_)
         if self.item_table.rows < 2 or users.size == 0:  # nothing to contrast yet
+            self.history.add(users, items)
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
-        config, user_table, item_table = self.config, self.user_table, self.item_table
-        seed = int(torch.randint(0, SEEDS, (1,), generator=self.generator))
+        config, history = self.config, self.history
+        self._seed.random_(0, SEEDS, generator=self.generator)
+        added = np.empty(users.size, dtype=np.bool_)
         candidates = np.empty((users.size, config.negatives), dtype=np.int64)
         negatives = np.empty((config.passes, users.size), dtype=np.int64)
-        loss_sum, weight_sum, skipped = pairwise_step(
-            user_table.weight.numpy(),
-            user_table.accumulator.numpy(),
-            item_table.weight.numpy(),
-            item_table.accumulator.numpy(),
-            self.history.slots,
+        user_weight, user_accumulator = self.user_table.arrays()
+        item_weight, item_accumulator = self.item_table.arrays()
+        slots, chains, used = history.room_for(users.size)
+        loss_sum, weight_sum, skipped, new = pairwise_step(
+            user_weight,
+            user_accumulator,
+            item_weight,
+            item_accumulator,
+            slots,
+            chains,
+            used,
+            added,
             users,
             items,
             batch.weights.astype(np.float32, copy=False),
             candidates,
             negatives,
-            seed,
+            int(self._seed_value[0]),
             *hyper_parameters(config),
         )
+        history.inserted(new)
         loss = loss_sum / weight_sum if weight_sum > 0 else float("nan")
         if not skipped:
             return Step(loss, learned, negatives.reshape(-1))
         learned = negatives[0] >= 0
         self.skipped_events += skipped
-        self.history.remove(users[added & ~learned], items[added & ~learned])
+        history.remove(users[added & ~learned], items[added & ~learned])
         return Step(loss, learned, negatives[negatives >= 0])
 
     def items_moved(self, item_rows: Collection[int]) -> None:

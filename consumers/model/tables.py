@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,6 +16,8 @@ class RowStorage:
     _weight: Tensor
     _accumulator: Tensor
     rows: int
+    _arrays_of: tuple[Tensor | None, int] = (None, 0)
+    _arrays: tuple[np.ndarray, np.ndarray]
 
     @property
     def capacity(self) -> int:
@@ -28,6 +31,16 @@ class RowStorage:
     @property
     def accumulator(self) -> Tensor:
         return self._accumulator[: self.rows]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """numpy views of the live rows of (weight, accumulator), for compiled code to
+        write through: kept between calls, re-taken when the rows or the buffers change
+        (growth, a reloaded table), as taking them costs microseconds per call."""
+        table, rows = self._arrays_of
+        if table is not self._weight or rows != self.rows:
+            self._arrays = self.weight.numpy(), self.accumulator.numpy()
+            self._arrays_of = self._weight, self.rows
+        return self._arrays
 
 
 class EmbeddingTable(RowStorage):
