@@ -1,7 +1,9 @@
 """Process wiring and model knobs, from flags, `RECSTREAM_*` environment variables or defaults.
 
-`*Settings` are validated at start; `ModelConfig` is the frozen model part. Each
-field's `description` is its line in `--help`, written once here.
+`*Settings` are validated at start; the chosen model's config (`ModelConfig` for mf,
+consumers/model/factory.py for the others) is the frozen model part, filled from the
+flags named like its fields. Each field's `description` is its line in `--help`,
+written once here.
 """
 
 from __future__ import annotations
@@ -15,14 +17,10 @@ import torch
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.model.config import (
-    LossName,
-    ModelConfig,
-    OptimizerName,
-    SearchConfig,
-    TopNIndexName,
-)
-from consumers.model.factory import ModelName, described
+from consumers.model.base import Config
+from consumers.model.config import LossName, OptimizerName, SearchConfig, TopNIndexName
+from consumers.model.factory import MODELS, ModelName, described, make_config
+from consumers.model.neural import DeviceName
 from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
 from streamer.events import ITEMS_TOPIC, USERS_TOPIC, VIEWS_TOPIC
@@ -77,8 +75,18 @@ class TrainingSettings(BaseSettings):
     optimizer: OptimizerName = Field(
         "adagrad", description="how rows are updated: adagrad (per-row step sizes) or sgd"
     )
-    learning_rate: float = Field(0.1, gt=0, description="step size of every update")
-    l2: float = Field(1e-4, ge=0, description="L2 penalty on the rows an update touches")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="step size of every update (unset: the model's own: mf 0.1, history 0.002, "
+        "rating 0.005)",
+    )
+    l2: float | None = Field(
+        None,
+        ge=0,
+        description="L2 penalty on the rows an update touches (unset: the model's own: mf 1e-4, "
+        "history 0, rating 0.02)",
+    )
     negatives: int = Field(
         8, ge=1, description="uniform draws per positive; the hardest unwatched one is used"
     )
@@ -87,6 +95,18 @@ class TrainingSettings(BaseSettings):
         20, ge=1, le=1000, description="length of every published list (top, similar, popular)"
     )
     seed: int = Field(0, description="random seed of initialisation and negative sampling")
+    device: DeviceName = Field(
+        "cpu", description="where the torch-trained models (history, rating) learn: cpu or cuda"
+    )
+    history_length: int = Field(
+        50, ge=1, description="history model: the last views whose item embeddings make a user"
+    )
+    sampled_negatives: int = Field(
+        2048,
+        ge=0,
+        description="history model: uniform negatives per micro-batch, besides the batch's items",
+    )
+    hidden: int = Field(256, ge=1, description="history model: width of the residual MLP's layer")
     batch_size: int = Field(512, ge=1, description="most events learned as one micro-batch")
     max_wait_s: float = Field(
         0.1,
@@ -114,18 +134,9 @@ class TrainingSettings(BaseSettings):
         description="HNSW search breadth (recall@10 at 1M items: 64 -> 0.956, 96 -> 0.976)",
     )
 
-    def hyper_parameters(self) -> ModelConfig:
-        return ModelConfig(
-            dim=self.dim,
-            loss=self.loss,
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            l2=self.l2,
-            negatives=self.negatives,
-            passes=self.passes,
-            top_n=self.top_n,
-            seed=self.seed,
-        )
+    def hyper_parameters(self) -> Config:
+        """The chosen model's config: each of its fields from the flag of that name."""
+        return make_config(self.model, self.model_dump())
 
     def search(self) -> SearchConfig:
         return SearchConfig(
@@ -224,6 +235,15 @@ class ConsumeSettings(TrainingSettings):
     def topics(self) -> list[str]:
         """What the learner reads: the views topic first, then the entity topics set."""
         return [self.topic] + [t for t in (self.users_topic, self.items_topic) if t]
+
+    @model_validator(mode="after")
+    def _workers_share_tables(self) -> ConsumeSettings:
+        if self.workers > 1 and not MODELS[self.model].shares_tables:
+            raise ValueError(
+                f"--workers {self.workers}: the {self.model} model keeps its parameters in one "
+                "process (only mf shares its tables between workers); run it with --workers 1"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

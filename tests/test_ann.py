@@ -156,11 +156,11 @@ def test_model_uses_the_graph_past_the_threshold_and_exact_below() -> None:
     model.history.add(np.zeros(3, dtype=np.int64), np.array([1, 2, 3]))
     users = np.arange(5)
     exact = model.recommend(users, 5)
-    assert not model._live_search  # below the threshold
+    assert not model.search.live  # below the threshold
     model.items.add_many(range(40, 400))
     model.sync_rows()
     scores, rows = model.recommend(users, 5)
-    assert "recommend" in model._live_search
+    assert "recommend" in model.search.live
     assert not set(rows[0].tolist()) & {1, 2, 3}
     exact_model = MatrixFactorization(ModelConfig(dim=8, seed=1))
     exact_model.load_state(model.state())

@@ -9,12 +9,15 @@ from typing import get_args
 import numpy as np
 import pytest
 
-from consumers.model.base import Batch, Model
-from consumers.model.config import ModelConfig
-from consumers.model.factory import MODELS, ModelName, make_model
+from consumers.model.base import Batch, Config, Model
+from consumers.model.factory import MODELS, ModelName, make_config, make_model
 from consumers.settings import TrainingSettings
 
-CONFIG = ModelConfig(dim=8, top_n=5, seed=3)
+
+def config(name: ModelName) -> Config:
+    return make_config(name, {"dim": 8, "top_n": 5, "seed": 3})
+
+
 USERS, ITEMS = 12, 30
 
 
@@ -33,7 +36,7 @@ def batches(seed: int = 0, count: int = 6, size: int = 40) -> list[Batch]:
 
 
 def trained(name: ModelName, learned: list[Batch]) -> Model:
-    model = make_model(name, CONFIG)
+    model = make_model(name, config(name))
     model.users.add_many(f"u{n}" for n in range(USERS))
     model.items.add_many(range(ITEMS))
     for batch in learned:
@@ -52,7 +55,7 @@ def name(request: pytest.FixtureRequest) -> ModelName:
 
 
 def test_learning_gives_a_finite_loss_and_leaves_every_row_finite(name: ModelName) -> None:
-    model = make_model(name, CONFIG)
+    model = make_model(name, config(name))
     model.users.add_many(f"u{n}" for n in range(USERS))
     model.items.add_many(range(ITEMS))
     for batch in batches():
@@ -68,7 +71,7 @@ def test_learning_gives_a_finite_loss_and_leaves_every_row_finite(name: ModelNam
 def test_a_checkpoint_restores_identical_scores_and_learning(name: ModelName) -> None:
     first = trained(name, batches())
     first.forget_user("u3")
-    restored = make_model(name, CONFIG)
+    restored = make_model(name, config(name))
     restored.load_state(first.state())
     users, items = all_rows(USERS), all_rows(ITEMS)
     np.testing.assert_array_equal(restored.score(users, items), first.score(users, items))
@@ -111,7 +114,7 @@ def test_publishing_shapes_and_dtypes(name: ModelName) -> None:
 
 
 def test_recommend_excludes_watched_items_and_marks_empty_slots(name: ModelName) -> None:
-    model = make_model(name, CONFIG)
+    model = make_model(name, config(name))
     user = model.users.add("u")
     rows = model.items.add_many(range(10))
     model.learn(Batch.of_views(np.full(7, user), rows[:7]))
@@ -124,4 +127,4 @@ def test_recommend_excludes_watched_items_and_marks_empty_slots(name: ModelName)
 def test_every_model_name_is_registered_and_the_default_is_mf() -> None:
     assert set(get_args(ModelName)) == set(MODELS)
     assert TrainingSettings().model == "mf"
-    assert make_model("mf", CONFIG).name == "mf-bpr"
+    assert make_model("mf", config("mf")).name == "mf-bpr"

@@ -1,49 +1,96 @@
-"""The models `--model` chooses from: each name with what builds it and its line in --help.
+"""The models `--model` chooses from: each name with its config type, what builds it and
+its line in --help.
 
-Adding a model: implement `Model` (consumers/model/base.py), add its name to
-`ModelName` and its entry to `MODELS`; tests/test_model_contract.py then runs the
-shared suite over it.
+Adding a model: implement `Model` (consumers/model/base.py) and a frozen config
+dataclass, add its name to `ModelName` and its entry to `MODELS`;
+tests/test_model_contract.py then runs the shared suite over it, and `TrainingSettings`
+fills its config from the flags whose names match its fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Final, Literal
+from dataclasses import dataclass, fields
+from typing import Any, Final, Literal
 
 import torch
 
-from consumers.model.base import Model
+from consumers.model.base import Config, Model
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.mf import MatrixFactorization
+from consumers.model.rating import BiasedRating, RatingConfig
 from consumers.model.storage import Storage, local_storage
+from consumers.model.tower import HistoryConfig, HistoryTower
 
-ModelName = Literal["mf"]
+ModelName = Literal["mf", "history", "rating"]
 StorageFactory = Callable[[ModelConfig, torch.Generator], Storage]
-ModelFactory = Callable[[ModelConfig, StorageFactory, SearchConfig | None], Model]
+ModelFactory = Callable[[Any, StorageFactory, SearchConfig | None], Model]
 
 
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
+    config: type[Config]
     build: ModelFactory
     description: str
+    shares_tables: bool = False  # runs with --workers > 1 (tables in the host's shared memory)
+
+
+def _mf(config: ModelConfig, storage: StorageFactory, search: SearchConfig | None) -> Model:
+    return MatrixFactorization(config, storage, search)
+
+
+def _history(config: HistoryConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return HistoryTower(config, search)
+
+
+def _rating(config: RatingConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return BiasedRating(config, search)
 
 
 MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     "mf": ModelChoice(
-        MatrixFactorization, "matrix factorisation learned by pairwise (BPR or triplet) updates"
+        ModelConfig,
+        _mf,
+        "matrix factorisation learned by pairwise (BPR or triplet) updates",
+        shares_tables=True,
+    ),
+    "history": ModelChoice(
+        HistoryConfig,
+        _history,
+        "YouTube-style tower: a user is an MLP over their last views' item embeddings, "
+        "learned by sampled softmax",
+    ),
+    "rating": ModelChoice(
+        RatingConfig, _rating, "biased MF regressed on explicit ratings, lists by predicted rating"
     ),
 }
 
 
+def make_config(name: ModelName, values: Mapping[str, Any]) -> Config:
+    """`name`'s config from those of `values` it has a field for (the others are its
+    defaults); values of None count as absent."""
+    kind = MODELS[name].config
+    known = {field.name for field in fields(kind)}
+    return kind(
+        **{key: value for key, value in values.items() if key in known and value is not None}
+    )
+
+
 def make_model(
     name: ModelName,
-    config: ModelConfig,
+    config: Config | None = None,
     storage: StorageFactory = local_storage,
     search: SearchConfig | None = None,
 ) -> Model:
-    """The model registered as `name`, its rows in `storage`, its top-N searched by `search`."""
-    return MODELS[name].build(config, storage, search)
+    """The model registered as `name` (its default config unless given), its rows in
+    `storage` (models that share tables only), its top-N searched by `search`."""
+    choice = MODELS[name]
+    chosen = choice.config() if config is None else config
+    if not isinstance(chosen, choice.config):
+        raise TypeError(
+            f"model {name} takes a {choice.config.__name__}, not {type(chosen).__name__}"
+        )
+    return choice.build(chosen, storage, search)
 
 
 def described() -> str:

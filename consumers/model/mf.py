@@ -8,14 +8,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from consumers.model.ann import LiveSearch, make_index
 from consumers.model.base import Batch, Floats, Ranking, Rows, Step, TableSize
 from consumers.model.config import ModelConfig, SearchConfig
 from consumers.model.history import History
 from consumers.model.kernel import hyper_parameters, pairwise_step
 from consumers.model.packing import section
+from consumers.model.search import ItemSearch
 from consumers.model.storage import Storage, local_storage
-from consumers.model.topn import top_n
 from streamer.events import Id
 
 SEEDS = 1 << 62  # the kernel's sampler is seeded per batch from the model's generator
@@ -37,8 +36,7 @@ class MatrixFactorization:
     ) -> None:
         """`search` picks exact or approximate top-N (default: exact)."""
         self.config = config
-        self.search = search or SearchConfig()
-        self._live_search: dict[str, LiveSearch] = {}
+        self.search = ItemSearch(search or SearchConfig(), config.dim, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         ids_and_rows = storage(config, self.generator)
         self.users = ids_and_rows.users
@@ -138,66 +136,21 @@ class MatrixFactorization:
 
     def items_moved(self, item_rows: Collection[int]) -> None:
         """Tell the approximate indexes (if any) which item rows changed."""
-        for live in self._live_search.values():
-            live.mark_moved(item_rows)
-
-    def _approximate(self, kind: str) -> LiveSearch | None:
-        """The ANN search for `kind` ("recommend" or "similar"), or None for exact search."""
-        search = self.search
-        if search.index != "ann" or self.item_table.rows < search.ann_min_items:
-            return None
-        live = self._live_search.get(kind)
-        if live is None:
-            index = make_index(
-                "hnsw",
-                self.config.dim,
-                m=search.m,
-                ef_construction=search.ef_construction,
-                ef_search=search.ef_search,
-                capacity=self.item_table.capacity,
-                seed=self.config.seed,
-            )
-            live = LiveSearch(
-                index,
-                search.refresh_every,
-                search.sweep_rows,
-                search.overfetch,
-                normalise=kind == "similar",
-            )
-            self._live_search[kind] = live
-        return live
+        self.search.items_moved(item_rows)
 
     def recommend(self, user_rows: Rows, n: int) -> Ranking:
         """Top-`n` (scores, item rows) per user, excluding what each already watched."""
         self.sync_rows()
         queries = self.user_table.weight[torch.from_numpy(user_rows)]
-        offsets, watched = self.history.lists(user_rows)
-        approximate = self._approximate("recommend")
-        if approximate is not None:
-            per_user = np.split(watched, offsets[1:-1])
-            return _ranking(approximate.search(queries, self.item_table.weight, n, per_user))
-        exclude_rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-        return _ranking(
-            top_n(
-                queries,
-                self.item_table.weight,
-                n,
-                torch.from_numpy(exclude_rows),
-                torch.from_numpy(watched),
-            )
+        items = self.item_table.weight
+        return self.search.recommend(
+            queries, items, self.history, user_rows, n, self.item_table.capacity
         )
 
     def similar(self, item_rows: Rows, n: int) -> Ranking:
         """Top-`n` (cosine, item rows) per item, the item itself excluded."""
         self.sync_rows()
-        rows = torch.from_numpy(item_rows)
-        approximate = self._approximate("similar")
-        if approximate is not None:
-            queries = torch.nn.functional.normalize(self.item_table.weight[rows], dim=1)
-            itself = [(row,) for row in item_rows.tolist()]
-            return _ranking(approximate.search(queries, self.item_table.weight, n, itself))
-        normed = torch.nn.functional.normalize(self.item_table.weight, dim=1)
-        return _ranking(top_n(normed[rows], normed, n, torch.arange(len(rows)), rows))
+        return self.search.similar(item_rows, self.item_table.weight, n, self.item_table.capacity)
 
     def score(self, user_rows: Rows, item_rows: Rows) -> Floats:
         """Dot products of every user with every item: [users, items]."""
@@ -221,8 +174,3 @@ class MatrixFactorization:
             "user": TableSize(self.user_table.rows, self.user_table.capacity),
             "item": TableSize(self.item_table.rows, self.item_table.capacity),
         }
-
-
-def _ranking(found: tuple[Tensor, Tensor]) -> Ranking:
-    scores, items = found
-    return Ranking(scores.numpy(), items.numpy())
