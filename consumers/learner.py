@@ -192,8 +192,8 @@ class OnlineLearner:
             raise ValueError(
                 f"checkpoint was written with {manifest['config']}, not {self.model.config}"
             )
+        self.features.load_state(tensors)  # every worker holds all; the model reads them
         self.model.load_state(tensors, shared)
-        self.features.load_state(tensors)  # every worker holds all of them
         if shared:
             self.popularity.load_state(tensors)
             self.totals.load_events(manifest["events"])

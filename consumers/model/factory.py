@@ -17,12 +17,13 @@ import torch
 
 from consumers.model.base import Config, Model
 from consumers.model.config import ModelConfig, SearchConfig
+from consumers.model.featured import ContentConfig, ContentModel, FeaturesConfig, FeaturesModel
 from consumers.model.mf import MatrixFactorization
 from consumers.model.rating import BiasedRating, RatingConfig
 from consumers.model.storage import Storage, local_storage
 from consumers.model.tower import HistoryConfig, HistoryTower
 
-ModelName = Literal["mf", "history", "rating"]
+ModelName = Literal["mf", "history", "rating", "features", "content"]
 StorageFactory = Callable[[ModelConfig, torch.Generator], Storage]
 ModelFactory = Callable[[Any, StorageFactory, SearchConfig | None], Model]
 
@@ -47,6 +48,14 @@ def _rating(config: RatingConfig, _: StorageFactory, search: SearchConfig | None
     return BiasedRating(config, search)
 
 
+def _features(config: FeaturesConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return FeaturesModel(config, search)
+
+
+def _content(config: ContentConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return ContentModel(config, search)
+
+
 MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     "mf": ModelChoice(
         ModelConfig,
@@ -62,6 +71,18 @@ MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     ),
     "rating": ModelChoice(
         RatingConfig, _rating, "biased MF regressed on explicit ratings, lists by predicted rating"
+    ),
+    "features": ModelChoice(
+        FeaturesConfig,
+        _features,
+        "id plus mean feature embeddings (the items and users topics) for users and items, "
+        "learned by BPR: entities with features and no views have vectors",
+    ),
+    "content": ModelChoice(
+        ContentConfig,
+        _content,
+        "the features model with a text CNN that places items by their title before their "
+        "first view",
     ),
 }
 
