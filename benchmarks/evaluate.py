@@ -30,9 +30,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the what-if runs")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS}")
+    parser.add_argument(
+        "--models",
+        default="mf",
+        help="our --model values to evaluate, comma-separated (default mf; e.g. mf,history)",
+    )
     args = parser.parse_args()
     run_evaluation(
-        args.out, args.quick, args.seeds, args.workers, diagnostics=not args.no_diagnostics
+        args.out,
+        args.quick,
+        args.seeds,
+        args.workers,
+        diagnostics=not args.no_diagnostics,
+        models=tuple(args.models.split(",")),
     )
 
 

@@ -69,6 +69,7 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
     report = {
         "model": learner.quality.summary(),
         "popularity": learner.popularity_quality.summary(),
+        "rating": learner.rating_quality.summary(),
         "events": learner.events,
         "events_per_s": round(learner.events / elapsed, 1),
         "users": len(learner.model.users),
@@ -119,6 +120,12 @@ def _print_report(report: dict[str, Any], model_name: str, out: TextIO) -> None:
         f"  {model_name:<12} HR@10 {model['hr@10']:.4f}  NDCG@10 {model['ndcg@10']:.4f}",
         f"  {'popularity':<12} HR@10 {popular['hr@10']:.4f}  NDCG@10 {popular['ndcg@10']:.4f}",
     ]
+    rating = report["rating"]
+    if rating["rated"]:
+        lines.append(
+            f"  prequential rating error on {rating['rated']:,} rated events: "
+            f"RMSE {rating['rmse']:.4f}  MAE {rating['mae']:.4f}"
+        )
     for user, items in report["top10"].items():
         lines.append(f"  top-10 for {user}: {items}")
     print("\n".join(lines), file=out)

@@ -22,7 +22,7 @@ from consumers.model.base import Batch, Model
 from consumers.model.features import FeatureStore, ReadsFeatures
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock
-from consumers.quality import OnlineQuality, ServedLists
+from consumers.quality import OnlineQuality, RatingQuality, ServedLists
 from streamer.events import EntityFeatures, EntityKind, Id, ViewEvent
 
 QUALITY_K = 10
@@ -92,6 +92,7 @@ class OnlineLearner:
         self.totals = totals or Totals()
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
+        self.rating_quality = RatingQuality()
         self.features = FeatureStore()
         if isinstance(model, ReadsFeatures):
             model.read_features(self.features)
@@ -129,6 +130,7 @@ class OnlineLearner:
                 ),
             )
         )
+        self.rating_quality.observe(step.rating_errors)
         users, items, weights = users[step.learned], items[step.learned], weights[step.learned]
         self.popularity.add(items, weights.astype(np.float64))
         self.totals.add_events(len(users))
@@ -172,6 +174,7 @@ class OnlineLearner:
             **self.features.state(),
             "quality_recent": model_recent,
             "popularity_quality_recent": popular_recent,
+            "rating_quality": self.rating_quality.state(),
         }
         manifest = {
             "model": self.model.name,
@@ -201,6 +204,8 @@ class OnlineLearner:
         self.popularity_quality.load_state(
             tensors["popularity_quality_recent"], manifest["popularity_quality"]
         )
+        if "rating_quality" in tensors:  # checkpoints before the rating model have none
+            self.rating_quality.load_state(tensors["rating_quality"])
 
     def _score_prequential(self, events: Sequence[ViewEvent], served: ServedLists) -> None:
         """Before learning: was each event's item in what we were serving its user?"""

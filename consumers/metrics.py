@@ -72,6 +72,16 @@ class LearnerMetrics:
             ["ranker", "k", "window"],
             registry=registry,
         )
+        self.rating_rmse = Gauge(
+            "recstream_rating_rmse",
+            "Prequential RMSE of predicted ratings (rating model; 0 before any rated view).",
+            registry=registry,
+        )
+        self.rating_mae = Gauge(
+            "recstream_rating_mae",
+            "Prequential MAE of predicted ratings (rating model; 0 before any rated view).",
+            registry=registry,
+        )
         self.embedding_rows = Gauge(
             "recstream_embedding_rows", "Rows in use per table.", ["table"], registry=registry
         )

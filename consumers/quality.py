@@ -82,6 +82,40 @@ class OnlineQuality:
         self._recent_gains = sum(gain for _, gain in self._recent)
 
 
+@dataclass
+class RatingQuality:
+    """Prequential RMSE and MAE of predicted ratings (each predicted before it was learned)."""
+
+    rated: int = 0
+    squared_errors: float = 0.0
+    absolute_errors: float = 0.0
+
+    def observe(self, errors: np.ndarray) -> None:
+        self.rated += int(errors.size)
+        self.squared_errors += float(np.square(errors, dtype=np.float64).sum())
+        self.absolute_errors += float(np.abs(errors).astype(np.float64).sum())
+
+    @property
+    def rmse(self) -> float:
+        return math.sqrt(self.squared_errors / self.rated) if self.rated else 0.0
+
+    @property
+    def mae(self) -> float:
+        return self.absolute_errors / self.rated if self.rated else 0.0
+
+    def summary(self) -> dict[str, float]:
+        return {"rmse": round(self.rmse, 4), "mae": round(self.mae, 4), "rated": self.rated}
+
+    def state(self) -> Tensor:
+        """(rated, squared errors, absolute errors) as one float64 tensor."""
+        totals = (self.rated, self.squared_errors, self.absolute_errors)
+        return torch.tensor(totals, dtype=torch.float64)
+
+    def load_state(self, totals: Tensor) -> None:
+        rated, self.squared_errors, self.absolute_errors = totals.tolist()
+        self.rated = int(rated)
+
+
 class ServedLists:
     """The top-k item rows last published per user row, in flat arrays.
 

@@ -329,6 +329,8 @@ class ConsumeService:
             metrics.online_hit_rate.labels(ranker, k, "recent").set(quality.recent_hit_rate)
             metrics.online_ndcg.labels(ranker, k, "all").set(quality.ndcg)
             metrics.online_ndcg.labels(ranker, k, "recent").set(quality.recent_ndcg)
+        metrics.rating_rmse.set(learner.rating_quality.rmse)
+        metrics.rating_mae.set(learner.rating_quality.mae)
         for name, size in learner.model.table_sizes().items():
             metrics.embedding_rows.labels(name).set(size.rows)
             metrics.embedding_capacity.labels(name).set(size.capacity)

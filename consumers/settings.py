@@ -79,13 +79,13 @@ class TrainingSettings(BaseSettings):
         None,
         gt=0,
         description="step size of every update (unset: the model's own: mf 0.1, history 0.002, "
-        "rating 0.005)",
+        "rating 0.05)",
     )
     l2: float | None = Field(
         None,
         ge=0,
         description="L2 penalty on the rows an update touches (unset: the model's own: mf 1e-4, "
-        "history 0, rating 0.02)",
+        "history and rating 0)",
     )
     negatives: int = Field(
         8, ge=1, description="uniform draws per positive; the hardest unwatched one is used"

@@ -30,6 +30,12 @@ MODEL_KEYS = (
     "init_std",
     "negatives",
     "passes",
+    "device",
+    "history_length",
+    "sampled_negatives",
+    "hidden",
+    "tied",
+    "frequency_half_life",
 )
 
 
@@ -75,11 +81,12 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
     params = dict(spec.params)
     if spec.kind == OURS:
         from benchmarks.evaluation.systems.online import OnlineLearnerSystem
-        from consumers.model.config import ModelConfig
+        from consumers.model.factory import make_config
 
         model = {key: params.pop(key) for key in MODEL_KEYS if key in params}
-        config = ModelConfig(seed=spec.seed, **model)
-        return OnlineLearnerSystem(config, name=spec.label, **params)
+        name = params.pop("model", "mf")
+        config = make_config(name, {"seed": spec.seed, **model})
+        return OnlineLearnerSystem(config, name=spec.label, model=name, **params)
     if spec.kind in ("popularity", "popularity-online"):
         from benchmarks.evaluation.systems.popularity import PopularityPeer
 

@@ -86,6 +86,7 @@ class Plan:
     lightfm_epochs: tuple[int, ...] = (2, 5, 10, 20)
     lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
+    models: tuple[str, ...] = ("mf",)  # our `--model` values evaluated (mf labelled `recstream`)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -105,6 +106,9 @@ class Plan:
             diagnostics={},
             service_micro_batch=None,
         )
+
+    def with_models(self, models: tuple[str, ...]) -> Plan:
+        return replace(self, models=models)
 
     def with_seeds(self, seeds: int) -> Plan:
         return replace(self, seeds=tuple(range(seeds)))

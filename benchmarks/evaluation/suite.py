@@ -135,11 +135,17 @@ def _eval_jobs(
     plan: Plan, params: dict[str, dict[str, Any]], stream: StreamSpec, start: int, temporal: bool
 ) -> list[EvalJob]:
     specs = [SystemSpec(kind, peer, seed) for kind, peer in params.items() for seed in plan.seeds]
-    specs += [SystemSpec(OURS, {"step": plan.micro_batch}, seed) for seed in plan.seeds]
-    service = plan.service_micro_batch
-    if service is not None and service != plan.micro_batch:
-        label = f"{OURS}-b{service}"
-        specs += [SystemSpec(OURS, {"step": service}, seed, label) for seed in plan.seeds]
+    for model in plan.models:
+        ours = OURS if model == "mf" else f"{OURS}-{model}"
+        steps = {ours: plan.micro_batch}
+        service = plan.service_micro_batch
+        if service is not None and service != plan.micro_batch:
+            steps[f"{ours}-b{service}"] = service
+        specs += [
+            SystemSpec(OURS, {"step": step, "model": model}, seed, label)
+            for label, step in steps.items()
+            for seed in plan.seeds
+        ]
     specs += [
         SystemSpec("popularity", {"step": plan.chunk}),
         SystemSpec("popularity-online", {"step": plan.micro_batch}),
@@ -172,17 +178,20 @@ def run_evaluation(
     workers: int = 2,
     diagnostics: bool = True,
     log: TextIO | None = None,
+    models: tuple[str, ...] = ("mf",),
 ) -> dict[str, Any]:
     """Run the evaluation; write `evaluation.json`, `evaluation.md`, `hr_over_stream.png`.
 
     `quick`: one seed, a short test stretch, no tuning (about a minute). `seeds`
-    overrides the number of seeds. Returns the report written to the JSON file.
+    overrides the number of seeds; `models` are the `--model` values of ours evaluated.
+    Returns the report written to the JSON file.
     """
     log = log if log is not None else sys.stderr
     pin_threads()  # the variables are inherited by the worker processes
     plan = Plan.quick() if quick else Plan()
     if seeds is not None:
         plan = plan.with_seeds(seeds)
+    plan = plan.with_models(models)
     began = time.perf_counter()
     host = machine()
     stream = load_stream(ML100K)

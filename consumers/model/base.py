@@ -53,14 +53,21 @@ class Batch:
         )
 
 
+def _no_errors() -> Floats:
+    return np.zeros(0, dtype=np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """What `learn` did: the first pass's weighted mean loss (nan if none), which views
-    were learned (the others were skipped as non-finite), and the negative rows used."""
+    were learned (the others were skipped as non-finite), the negative rows used, and,
+    from models that predict ratings, predicted minus actual rating of each rated view,
+    predicted before the batch was learned (prequential)."""
 
     loss: float
     learned: npt.NDArray[np.bool_]
     negatives: Rows
+    rating_errors: Floats = field(default_factory=_no_errors)
 
 
 class Ranking(NamedTuple):

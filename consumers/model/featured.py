@@ -2,7 +2,9 @@
 
 **features**: a user's or item's vector is its id embedding plus the mean of its
 feature tokens' embeddings (genres, year bucket, ...; age bucket, gender,
-occupation, geo), learned by BPR against `negatives` uniform items per view. Id
+occupation, geo), learned by BPR against `negatives` uniform items per view; the
+last published coordinate is an item bias (1 for users), so the dot product is the
+score BPR learns. Id
 embeddings start near zero (`init_std`), so an entity with features and no views
 already has a useful vector: it gets a row when its features arrive (cold start).
 
@@ -47,8 +49,8 @@ class FeaturesConfig(NeuralConfig):
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
-        if self.negatives < 1 or self.feature_init_std < 0:
-            raise ValueError("negatives must be >= 1, feature_init_std >= 0")
+        if self.dim < 2 or self.negatives < 1 or self.feature_init_std < 0:
+            raise ValueError("dim must be >= 2, negatives >= 1, feature_init_std >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,11 @@ class FeaturesModel(NeuralModel):
 
     def __init__(self, config: FeaturesConfig, search: SearchConfig | None = None) -> None:
         super().__init__(config, search)
-        self.user_ids = self.add_table("user", "user", config.dim, config.init_std)
-        self.item_ids = self.add_table("item", "item", config.dim, config.init_std)
-        self.token_table = AdamRows((config.dim,), torch.zeros(1, config.dim), self.device)
+        width = config.dim - 1  # the last published coordinate carries the item bias
+        self.user_ids = self.add_table("user", "user", width, config.init_std)
+        self.item_ids = self.add_table("item", "item", width, config.init_std)
+        self.item_bias = self.add_table("item_bias", "item", 1, 0.0)
+        self.token_table = AdamRows((width,), torch.zeros(1, width), self.device)
         self.layers["tokens"] = self.token_table
         self.store = FeatureStore()
         self.token_rows: dict[Entity, TokenRows] = {"user": TokenRows(), "item": TokenRows()}
@@ -145,7 +149,9 @@ class FeaturesModel(NeuralModel):
         vocabulary = len(self.store.vocabulary)
         if vocabulary > self.token_table.rows:
             fresh = torch.randn(
-                vocabulary - self.token_table.rows, self.config.dim, generator=self.generator
+                vocabulary - self.token_table.rows,
+                self.token_table.shape[0],
+                generator=self.generator,
             )
             self.token_table.append(fresh * self.config.feature_init_std)
 
@@ -165,10 +171,12 @@ class FeaturesModel(NeuralModel):
         return own + self._features(kind, rows, tape)
 
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
-        return self._entity("user", user_rows)
+        ones = torch.ones(user_rows.shape[0], 1, device=self.device)
+        return torch.cat([self._entity("user", user_rows), ones], 1)
 
     def _item_vectors(self) -> Tensor:
-        return self._entity("item", torch.arange(len(self.items), device=self.device))
+        rows = torch.arange(len(self.items), device=self.device)
+        return torch.cat([self._entity("item", rows), self.item_bias.weight], 1)
 
     def learn(self, batch: Batch) -> Step:
         """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
@@ -190,8 +198,10 @@ class FeaturesModel(NeuralModel):
         user_rows, item_rows = self._device_rows(users), self._device_rows(items)
         queries = self._entity("user", user_rows, tape)
         candidates = torch.cat([item_rows[:, None], drawn], 1)
-        vectors = self._learned_items(candidates.flatten(), tape)
-        scores = (vectors.reshape(*candidates.shape, -1) * queries[:, None, :]).sum(-1)
+        flat = candidates.flatten()
+        vectors = self._learned_items(flat, tape).reshape(*candidates.shape, -1)
+        biases = tape.rows(self.item_bias, flat).reshape(candidates.shape)
+        scores = (vectors * queries[:, None, :]).sum(-1) + biases
         margins = scores[:, :1] - scores[:, 1:]
         weights = torch.from_numpy(batch.weights.astype(np.float32)).to(self.device)
         losses = -torch.nn.functional.logsigmoid(margins).mean(1)
@@ -239,7 +249,7 @@ class ContentModel(FeaturesModel):
         self.words = AdamRows((config.word_dim,), init, self.device)
         self.layers["words"] = self.words
         self.conv = self.add_layer("conv", CONV_WIDTH * config.word_dim, config.channels)
-        self.project = self.add_layer("project", config.channels, config.dim)
+        self.project = self.add_layer("project", config.channels, config.dim - 1)
         self.word_rows = TokenRows()
 
     @property
@@ -303,7 +313,8 @@ class ContentModel(FeaturesModel):
         has_text = (self.word_rows.ids[: len(self.items)] != PADDING).any(1).to(self.device)
         views = self.views[: len(self.items)].to(self.device, torch.float32)
         trust = torch.where(has_text, views / (views + self.config.content_views), 1.0)
-        return trust[:, None] * learned + (1 - trust[:, None]) * guessed
+        blended = trust[:, None] * learned + (1 - trust[:, None]) * guessed
+        return torch.cat([blended, self.item_bias.weight], 1)
 
     def _extra_loss(self, item_rows: Tensor, tape: Tape) -> Tensor:
         """Mean squared distance of CNN(text) to the items' learned vectors (held fixed)."""

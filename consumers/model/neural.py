@@ -123,7 +123,7 @@ class NeuralModel:
         self.history = History()
         self.skipped_events = 0
         self.search = ItemSearch(search or SearchConfig(), config.dim, config.seed)
-        self.adam = AdamSettings(config.learning_rate, weight_decay=config.l2)
+        self.optimizer = AdamSettings(config.learning_rate, weight_decay=config.l2)
         self.tables: dict[str, EntityTable] = {}
         self.layers: dict[str, AdamRows] = {}
 

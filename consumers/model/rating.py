@@ -27,9 +27,10 @@ class RatingConfig(NeuralConfig):
     """Biased MF: `dim - 1` factors per user and item (the last published coordinate
     carries the item bias); `l2` decays the rows a step reads."""
 
-    learning_rate: float = 0.005
-    l2: float = 0.02
-    init_std: float = 0.05
+    # chosen by prequential RMSE on the first 80% of ML-100K in micro-batches of 512
+    learning_rate: float = 0.05
+    l2: float = 0.0
+    init_std: float = 0.01
 
 
 class BiasedRating(NeuralModel):
@@ -108,9 +109,10 @@ class BiasedRating(NeuralModel):
             self.history.remove(users[rated], items[rated])
             return Step(float("nan"), learned, none)
         loss.backward()  # type: ignore[no-untyped-call]
-        tape.step(self.adam)
+        errors = (predicted - target).detach().cpu().numpy()
+        tape.step(self.optimizer)
         self.ratings += torch.tensor([ratings.sum(), float(ratings.size)], dtype=torch.float64)
-        return Step(float(loss.detach()), learned, none)
+        return Step(float(loss.detach()), learned, none, errors)
 
     def _extra_state(self) -> dict[str, Tensor]:
         return {"ratings": self.ratings}

@@ -32,6 +32,10 @@ class HistoryConfig(NeuralConfig):
     history_length: int = 50
     sampled_negatives: int = 2048
     hidden: int = 256
+    tied: bool = False  # one embedding per item for the history and the output
+    # item frequencies behind the in-batch logQ forget with this half-life in views
+    # (0: all-time counts)
+    frequency_half_life: int = 0
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
@@ -50,6 +54,11 @@ class HistoryTower(NeuralModel):
         super().__init__(config, search)
         dim = config.dim
         self.embeddings = self.add_table("item", "item", dim, config.init_std)
+        self.outputs = (
+            self.embeddings
+            if config.tied
+            else self.add_table("item_output", "item", dim, config.init_std)
+        )
         self.hidden = self.add_layer("hidden", dim + 1, config.hidden)
         self.output = self.add_layer("output", config.hidden, dim)
         self.recent = torch.full((0, config.history_length), -1, dtype=torch.int64)
@@ -87,24 +96,27 @@ class HistoryTower(NeuralModel):
     def _queries(
         self, user_rows: Tensor, ages: Tensor, tape: Tape | None, extra: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """User vectors from their rings, and the embeddings of `extra` item rows (read
-        in the same pass, so a step moves each row once)."""
+        """User vectors from their rings, and the output vectors of `extra` item rows
+        (read in the same pass when tied, so a step moves each row once)."""
         recent = self.recent[user_rows.cpu()].to(self.device)
         valid = recent >= 0
-        rows = torch.cat([recent[valid], extra])
+        watched = int(valid.sum())
+        tied = self.outputs is self.embeddings
+        rows = torch.cat([recent[valid], extra]) if tied else recent[valid]
         if tape is None:
             read = self.embeddings.weight[rows]
+            outputs = self.outputs.weight[extra]
             layers = [table.weight for pair in (self.hidden, self.output) for table in pair]
         else:
             read = tape.rows(self.embeddings, rows)
+            outputs = read[watched:] if tied else tape.rows(self.outputs, extra)
             layers = [tape.dense(table) for pair in (self.hidden, self.output) for table in pair]
-        watched = int(valid.sum())
         slots = torch.zeros(*recent.shape, self.config.dim, device=self.device)
         slots[valid] = read[:watched]
         mean = slots.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         hidden_weight, hidden_bias, output_weight, output_bias = layers
         hidden = torch.relu(torch.cat([mean, ages[:, None]], 1) @ hidden_weight.T + hidden_bias)
-        return mean + hidden @ output_weight.T + output_bias, read[watched:]
+        return mean + hidden @ output_weight.T + output_bias, outputs
 
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
         ages = torch.zeros(user_rows.shape[0], device=self.device)  # served now: age 0
@@ -112,7 +124,7 @@ class HistoryTower(NeuralModel):
         return self._queries(user_rows, ages, None, empty)[0]
 
     def _item_vectors(self) -> Tensor:
-        return self.embeddings.weight
+        return self.outputs.weight
 
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
@@ -124,6 +136,8 @@ class HistoryTower(NeuralModel):
         learned = np.ones(users.size, dtype=np.bool_)
         if users.size == 0:
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
+        if self.config.frequency_half_life:
+            self.item_counts *= 0.5 ** (users.size / self.config.frequency_half_life)
         self.item_counts.index_add_(
             0, torch.from_numpy(items), torch.from_numpy(batch.weights.astype(np.float64))
         )
@@ -137,6 +151,8 @@ class HistoryTower(NeuralModel):
         return Step(loss, learned, moved)
 
     def _step(self, users: np.ndarray, items: np.ndarray, batch: Batch) -> tuple[float, np.ndarray]:
+        """The weighted mean sampled-softmax loss, stepped unless non-finite (then nan),
+        and the output rows it moved."""
         config, device = self.config, self.device
         catalogue = len(self.items)
         drawn = torch.randint(0, catalogue, (config.sampled_negatives,), generator=self.generator)
@@ -148,7 +164,9 @@ class HistoryTower(NeuralModel):
         queries, vectors = self._queries(self._device_rows(users), ages, tape, candidates)
         logits = queries @ vectors.T
         size = users.size
-        frequency = self.item_counts[positives] / self.item_counts.sum()
+        # an item in the batch was drawn at least once, whatever its views' weights
+        counts = self.item_counts
+        frequency = counts[positives].clamp(min=1.0) / counts.sum().clamp(min=1.0)
         in_batch = torch.log(size * frequency).float().to(device)
         uniform = torch.full(
             (config.sampled_negatives,), np.log(config.sampled_negatives / catalogue), device=device
@@ -166,8 +184,8 @@ class HistoryTower(NeuralModel):
         if not torch.isfinite(loss):
             return float("nan"), np.zeros(0, dtype=np.int64)
         loss.backward()  # type: ignore[no-untyped-call]
-        tape.step(self.adam)
-        return float(loss.detach()), tape.rows_read(self.embeddings).cpu().numpy()
+        tape.step(self.optimizer)
+        return float(loss.detach()), tape.rows_read(self.outputs).cpu().numpy()
 
     def _extra_state(self) -> dict[str, Tensor]:
         return {

@@ -2,8 +2,9 @@
 `Publisher.add` per micro-batch, publishing to an in-memory store after each one.
 
 Scores come from the model tables as they stand before a micro-batch is processed,
-which is the state the service was serving from while those events happened. What-if
-variants change the `ModelConfig` only: the learner runs exactly as the service runs it.
+which is the state the service was serving from while those events happened. `model`
+is a `--model` value; what-if variants change its config only: the learner runs
+exactly as the service runs it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from numpy.typing import NDArray
 from benchmarks.evaluation.stream import EncodedStream
 from benchmarks.evaluation.systems.base import Scores
 from consumers.learner import OnlineLearner
-from consumers.model.config import ModelConfig
-from consumers.model.mf import MatrixFactorization
+from consumers.model.base import Config
+from consumers.model.factory import ModelName, make_model
 from consumers.publisher import Publisher
 from consumers.sinks.memory import MemoryStore
 
@@ -43,20 +44,23 @@ class ServedQuality:
 
 
 class OnlineLearnerSystem:
-    """`OnlineLearner` (MatrixFactorization) and its `Publisher`, fed micro-batches of
-    `step`."""
+    """`OnlineLearner` (the model registered as `model`) and its `Publisher`, fed
+    micro-batches of `step`."""
 
-    def __init__(self, config: ModelConfig, name: str = "recstream", step: int = 64) -> None:
+    def __init__(
+        self, config: Config, name: str = "recstream", step: int = 64, model: ModelName = "mf"
+    ) -> None:
         self.name = name
         self.step = step
         self.config = config
+        self.model = model
         self.cost = UpdateCost()
         self.publisher = self._new_publisher()
         self._user_rows = np.zeros(0, dtype=np.int64)
         self._item_rows = np.zeros(0, dtype=np.int64)
 
     def _new_publisher(self) -> Publisher:
-        return Publisher(OnlineLearner(MatrixFactorization(self.config)), MemoryStore())
+        return Publisher(OnlineLearner(make_model(self.model, self.config)), MemoryStore())
 
     @property
     def learner(self) -> OnlineLearner:

@@ -1,0 +1,185 @@
+"""The torch-trained models (consumers/model/neural.py, tower.py, rating.py): the row-wise
+Adam against torch's, what history and rating promise beyond the contract suite, and
+each one from Kafka into Redis (integration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from consumers.learner import OnlineLearner
+from consumers.model.base import Batch
+from consumers.model.neural import Tape
+from consumers.model.optim import AdamRows, AdamSettings
+from consumers.model.rating import BiasedRating, RatingConfig
+from consumers.model.tower import HistoryConfig, HistoryTower
+from consumers.quality import ServedLists
+from consumers.settings import ConsumeSettings
+from streamer.events import ViewEvent
+from tests.conftest import RedisTarget
+from tests.learners import Learner, meta_events, wait_for
+from tests.test_end_to_end import consume_args, metric_value, produce
+
+
+def test_row_adam_moves_a_dense_parameter_as_torch_adam_does() -> None:
+    start = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    ours = AdamRows((3,), start, torch.device("cpu"))
+    theirs = torch.nn.Parameter(start.clone())
+    optimizer = torch.optim.Adam([theirs], lr=0.01)
+    for step in range(4):
+        grad = torch.full((5, 3), float(step + 1)) * start
+        ours.step_all(grad, AdamSettings(0.01))
+        theirs.grad = grad
+        optimizer.step()
+    torch.testing.assert_close(ours.weight, theirs.detach())
+
+
+def test_a_step_moves_only_the_rows_it_read_each_once() -> None:
+    table = AdamRows((2,), torch.ones(4, 2), torch.device("cpu"))
+    tape = Tape()
+    read = tape.rows(table, torch.tensor([1, 1, 3]))
+    read.sum().backward()  # type: ignore[no-untyped-call]
+    tape.step(AdamSettings(0.1))
+    moved = (table.weight != 1).any(dim=1).tolist()
+    assert moved == [False, True, False, True]
+    torch.testing.assert_close(table.weight[1], torch.full((2,), 0.9))  # one step, not two
+
+
+def _views(users: list[int], items: list[int], ratings: list[float] | None = None) -> Batch:
+    size = len(users)
+    return Batch(
+        np.asarray(users, dtype=np.int64),
+        np.asarray(items, dtype=np.int64),
+        np.arange(size, dtype=np.float64),
+        np.ones(size, dtype=np.float32),
+        np.asarray(ratings if ratings else [np.nan] * size, dtype=np.float32),
+    )
+
+
+def test_history_users_are_their_last_views_and_a_new_user_has_a_vector() -> None:
+    model = HistoryTower(HistoryConfig(dim=8, history_length=3, sampled_negatives=16, seed=1))
+    model.items.add_many(range(20))
+    old, fresh = model.users.add("old"), model.users.add("fresh")
+    model.learn(_views([old] * 5, [1, 2, 3, 4, 5]))
+    assert sorted(model.recent[old].tolist()) == [3, 4, 5]  # the last 3 views
+    cold = model.user_vectors(np.array([fresh]))
+    assert np.isfinite(cold).all() and model.table_sizes()["user"].rows == 2
+    model.learn(_views([fresh], [7]))
+    assert not np.allclose(model.user_vectors(np.array([fresh])), cold)  # no user row needed
+
+
+def test_history_learns_which_items_follow_which() -> None:
+    """Two tastes: users who watched items 0-4 watch 0-4, the others 5-9."""
+    model = HistoryTower(HistoryConfig(dim=8, sampled_negatives=32, learning_rate=0.02, seed=0))
+    model.items.add_many(range(10))
+    rng = np.random.default_rng(0)
+    users = model.users.add_many(range(40))
+    for _ in range(60):
+        who = rng.integers(0, 40, 64)
+        model.learn(_views(users[who].tolist(), ((who % 2) * 5 + rng.integers(0, 5, 64)).tolist()))
+    scores = model.score(users[:2], np.arange(10))
+    assert scores[0, :5].mean() > scores[0, 5:].mean()
+    assert scores[1, 5:].mean() > scores[1, :5].mean()
+
+
+def test_rating_predictions_move_toward_the_ratings_and_lists_follow_them() -> None:
+    model = BiasedRating(RatingConfig(dim=4, learning_rate=0.05, seed=0))
+    users, items = model.users.add_many(range(3)), model.items.add_many(range(4))
+    for _ in range(200):
+        model.learn(_views([0, 1, 2, 0], [0, 1, 2, 3], [5.0, 1.0, 5.0, 1.0]))
+    predicted = model.score(users, items)
+    assert predicted[0, 0] > 4.0 and predicted[1, 1] < 2.0
+    fresh = model.users.add("new")
+    top = model.recommend(np.array([fresh]), 4).items[0].tolist()
+    assert top.index(2) < top.index(1)  # the well-rated item ranks above the badly rated
+
+
+def test_the_learner_reports_prequential_rating_errors_from_before_learning() -> None:
+    learner = OnlineLearner(BiasedRating(RatingConfig(dim=4, seed=0)))
+    events = [ViewEvent("u", "i", 0.0, rating=4.0), ViewEvent("v", "j", 1.0)]
+    learner.learn(events, ServedLists(10))
+    assert learner.rating_quality.rated == 1
+    assert learner.rating_quality.rmse == pytest.approx(
+        4.0, abs=0.01
+    )  # ~0 predicted: nothing learned
+    tensors, manifest = learner.state()
+    restored = OnlineLearner(BiasedRating(RatingConfig(dim=4, seed=0)))
+    restored.load_state(tensors, manifest)
+    assert restored.rating_quality == learner.rating_quality
+
+
+@pytest.mark.parametrize("model", ["history", "rating"])
+def test_more_than_one_worker_is_refused_for_a_model_that_does_not_share_tables(
+    model: str,
+) -> None:
+    with pytest.raises(ValidationError, match="only mf shares its tables"):
+        ConsumeSettings(model=model, workers=2, checkpoint_dir="none")  # type: ignore[arg-type]
+
+
+def test_cuda_is_refused_where_there_is_none() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        HistoryTower(HistoryConfig(device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", [HistoryTower, BiasedRating])
+def test_a_model_on_cuda_learns_and_restores_on_the_cpu(kind: type) -> None:
+    config_type = HistoryConfig if kind is HistoryTower else RatingConfig
+    model = kind(config_type(dim=8, device="cuda", seed=0))
+    model.users.add_many(range(5))
+    model.items.add_many(range(10))
+    model.learn(_views([0, 1, 2, 3], [1, 2, 3, 4], [5.0, 4.0, 3.0, 2.0]))
+    on_cpu = kind(config_type(dim=8, seed=0))
+    on_cpu.load_state(model.state())
+    users = np.arange(5)
+    np.testing.assert_allclose(
+        on_cpu.score(users, np.arange(10)), model.score(users, np.arange(10)), rtol=1e-5
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["history", "rating"])
+def test_a_torch_model_learns_from_kafka_into_redis(
+    model: str, kafka_bootstrap: str, kafka_topic: str, redis_db: RedisTarget, tmp_path: Path,
+) -> None:  # fmt: skip
+    rng = np.random.default_rng(5)
+    events = [
+        ViewEvent(f"u{user}", f"i{item}", float(n), rating=float(1 + (user + item) % 5))
+        for n, (user, item) in enumerate(
+            zip(rng.integers(0, 60, 1500), rng.integers(0, 50, 1500), strict=True)
+        )
+    ]
+    produce(kafka_bootstrap, kafka_topic, events)
+    args = consume_args(kafka_bootstrap, kafka_topic, redis_db, "--model", model)
+    learner = Learner([*args, "--sampled-negatives", "64"], tmp_path / "l.log").start()
+    try:
+        _check_published(learner, events, model, redis_db)
+    finally:
+        if learner.alive():
+            learner.kill()
+
+
+def _check_published(
+    learner: Learner, events: list[ViewEvent], model: str, redis_db: RedisTarget
+) -> None:
+    client, prefix = redis_db.client, redis_db.prefix
+    wait_for(lambda: meta_events(client, prefix) == 1500, 120, lambda: learner.log())
+    watched: dict[str, set[str]] = {}
+    for event in events:
+        watched.setdefault(str(event.user), set()).add(str(event.item))
+    for user, seen in list(watched.items())[:10]:
+        top = json.loads(client.get(f"{prefix}user:{user}:top") or b"null")
+        assert top["model"] == model and top["items"] and not seen & set(top["items"])
+        assert top["scores"] == sorted(top["scores"], reverse=True)
+        vector = np.frombuffer(client.get(f"{prefix}user:{user}:vec") or b"", dtype="<f4")
+        assert vector.shape == (32,) and np.isfinite(vector).all()
+    rmse = metric_value(learner.metrics(), "recstream_rating_rmse")
+    assert (rmse > 0) == (model == "rating")
+    assert learner.stop() == 0
