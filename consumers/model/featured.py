@@ -212,7 +212,7 @@ class FeaturesModel(NeuralModel):
             self.history.remove(users, items)
             return Step(float("nan"), learned, none)
         loss.backward()  # type: ignore[no-untyped-call]
-        tape.step(self.adam)
+        tape.step(self.optimizer)
         with torch.no_grad():
             for table in self._padded_tables():
                 table.weight[PADDING] = 0.0
@@ -295,7 +295,9 @@ class ContentModel(FeaturesModel):
                 (self.project[0].weight, self.project[1].weight),
             )
         else:
-            embedded = tape.rows(self.words, padded.flatten()).reshape(*padded.shape, self.config.word_dim)
+            embedded = tape.rows(self.words, padded.flatten()).reshape(
+                *padded.shape, self.config.word_dim
+            )
             conv_w, conv_b = tape.dense(self.conv[0]), tape.dense(self.conv[1])
             out_w, out_b = tape.dense(self.project[0]), tape.dense(self.project[1])
         windows = embedded.unfold(1, CONV_WIDTH, 1).transpose(2, 3).flatten(2)
