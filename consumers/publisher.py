@@ -23,7 +23,7 @@ from consumers.model.base import Ranking
 from consumers.quality import ServedLists
 from consumers.sinks.base import RecommendationStore, StoreUnavailable
 from consumers.sinks.schema import Publication, RankedList
-from streamer.events import EntityKind, Id
+from streamer.events import Id
 
 MAX_RETRY_SECONDS = 30.0
 MAX_PENDING_ARRIVALS = 100_000
@@ -160,14 +160,11 @@ class Publisher:
                 self._republish_everything()
         return PublishResult(True, len(users), seconds, freshness)
 
-    def entity_changed(self, kind: EntityKind, row: int) -> None:
-        """A user's or item's features changed its vector: publish it (and a user's list,
-        if the user is this worker's; an item's similar list) at the next flush."""
-        if kind == "user":
-            self._dirty_users.update(self._own_live_users(np.array([row], dtype=np.int64)))
-        else:
-            self._dirty_items.add(row)
-            self._dirty_positives.add(row)
+    def item_changed(self, row: int) -> None:
+        """An item's features moved its vector: publish it and its similar list at the
+        next flush (a new item's too, before its first view)."""
+        self._dirty_items.add(row)
+        self._dirty_positives.add(row)
 
     def forget_user(self, raw: Id, row: int | None) -> None:
         """A user the learner forgot (at `row`, if they had one): their served list goes

@@ -268,8 +268,11 @@ class ConsumeService:
             self.metrics.events.labels("forgotten").inc()
 
     def _entity_changed(self, kind: EntityKind, row: int | None) -> None:
-        if row is not None:
-            self.publisher.entity_changed(kind, row)
+        """An item whose features moved its vector is published again. A user's list is
+        not: one published before their first view would stay as it was until then
+        (frontends serve the popular list meanwhile); their first list uses them."""
+        if kind == "item" and row is not None:
+            self.publisher.item_changed(row)
 
     def _decode(self, records: list[Record]) -> tuple[list[ViewEvent], list[float]]:
         events: list[ViewEvent] = []
