@@ -3,8 +3,10 @@
 scored by the model as it stood before it, then learned).
 
 Every model gets the stream's feature records first (mf ignores them). A hit is the
-viewed item in the user's top 10 of every item known then, the user's earlier views
-left out; only events of users seen before count. Writes
+viewed item in the user's top 10 among it and every item viewed before (the user's
+own views left out; an item is registered with every model when it is scored, so mf
+ranks an item never viewed by its fresh random row); only events of users who viewed
+something before count (the same events for every model). Writes
 benchmarks/results/cold_items.json (`--events` the stream's first views).
 """
 
@@ -34,33 +36,30 @@ def cold_item_quality(name: ModelName, events: int, seed: int) -> dict[str, floa
         learner.learn_features(record)
     stream = movielens_100k()[:events]
     views: dict[str, int] = {}
+    seen_users: set[str] = set()
     hits, ranks, scored = 0, [], 0
     started = time.perf_counter()
     for start in range(0, len(stream), BATCH):
         batch = stream[start : start + BATCH]
-        cold = [
-            e
-            for e in batch
-            if views.get(str(e.item), 0) < COLD and model.users.row(e.user) is not None
-        ]
-        if cold and len(model.items):
-            users = np.array([model.users.row(e.user) for e in cold], dtype=np.int64)
-            catalogue = np.arange(len(model.items), dtype=np.int64)
-            scores = model.score(users, catalogue)
-            for row, (event, user) in enumerate(zip(cold, users.tolist(), strict=True)):
-                watched = model.history.items(user)
-                scores[row, watched] = -np.inf
-                item = model.items.row(event.item)
-                if item is None:  # mf: an item never viewed has no row
-                    ranks.append(len(model.items))
-                    continue
-                rank = int((scores[row] > scores[row, item]).sum())
+        cold = [e for e in batch if views.get(str(e.item), 0) < COLD and str(e.user) in seen_users]
+        if cold:
+            # Candidates: the items viewed before (as mf knows them) and the viewed one.
+            known = np.fromiter((model.items.add(raw) for raw in views), np.int64, len(views))
+            users = np.fromiter((model.users.add(e.user) for e in cold), np.int64, len(cold))
+            for event, user in zip(cold, users.tolist(), strict=True):
+                item = model.items.add(event.item)
+                unwatched = np.setdiff1d(known, model.history.items(user))
+                candidates = np.union1d(unwatched, [item])
+                scores = model.score(np.array([user]), candidates)[0]
+                target = scores[np.searchsorted(candidates, item)]
+                rank = int((scores > target).sum())
                 ranks.append(rank)
                 hits += rank < K
             scored += len(cold)
         learner.learn(batch, ServedLists(K))
         for e in batch:
             views[str(e.item)] = views.get(str(e.item), 0) + 1
+            seen_users.add(str(e.user))
     return {
         "cold_events": scored,
         "hr@10": hits / max(scored, 1),
