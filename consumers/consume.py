@@ -118,10 +118,9 @@ def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
     )
     port = settings.metrics_port + worker.index if worker and settings.metrics_port else 0
     server = serve(settings.metrics_addr, port or settings.metrics_port, registry, health)
-    topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
     source = KafkaEventSource(
         settings.bootstrap,
-        topics,
+        settings.topics(),
         settings.group,
         settings.auto_offset_reset,
         kafka_client_options(settings.kafka_options, settings.kafka_password),
@@ -155,6 +154,7 @@ def run_process(settings: ConsumeSettings, stop: StopFlag, worker: Worker | None
         max_wait_s=settings.max_wait_s,
         checkpoints=_checkpoints(settings, worker),
         users_topic=settings.users_topic,
+        items_topic=settings.items_topic,
         health=health,
     )
     log.info(

@@ -19,8 +19,8 @@ from consumers.service import ConsumeService
 from consumers.settings import DemoSettings
 from consumers.sinks.memory import MemoryStore
 from consumers.sinks.schema import decode_ranked
-from streamer.datasets import open_dataset
-from streamer.events import VIEWS_TOPIC
+from streamer.datasets import open_dataset, open_features
+from streamer.events import ITEMS_TOPIC, USERS_TOPIC, VIEWS_TOPIC
 
 PRODUCE_CHUNK = 2000
 
@@ -34,13 +34,20 @@ def run_demo(settings: DemoSettings, out: TextIO) -> dict[str, Any]:
         make_model(settings.model, settings.hyper_parameters(), search=settings.search())
     )
     service = ConsumeService(
-        MemoryEventSource(log, VIEWS_TOPIC, "demo"),
+        MemoryEventSource(log, [VIEWS_TOPIC, USERS_TOPIC, ITEMS_TOPIC], "demo"),
         learner,
         Publisher(learner, store, **settings.publishing()),
         LearnerMetrics(CollectorRegistry()),
         batch_size=settings.batch_size,
         max_wait_s=0.0,
+        users_topic=USERS_TOPIC,
+        items_topic=ITEMS_TOPIC,
     )
+    topics = {"user": USERS_TOPIC, "item": ITEMS_TOPIC}
+    for record in open_features(settings.source):  # as `produce` does: features first
+        log.send_features(record, topics[record.kind])
+    while service.step():
+        pass
     events = itertools.islice(open_dataset(settings.source), settings.events)
     started = time.perf_counter()
     series: list[dict[str, float]] = []

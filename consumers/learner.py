@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from consumers.model.base import Batch, Model
+from consumers.model.features import FeatureStore, ReadsFeatures
 from consumers.model.popularity import Popularity
 from consumers.model.shared import Lock
 from consumers.quality import OnlineQuality, RatingQuality, ServedLists
-from streamer.events import Id, ViewEvent
+from streamer.events import EntityFeatures, EntityKind, Id, ViewEvent
 
 QUALITY_K = 10
 EVENTS, VERSION = 0, 1
@@ -92,6 +93,9 @@ class OnlineLearner:
         self.quality = OnlineQuality(k=QUALITY_K)
         self.popularity_quality = OnlineQuality(k=QUALITY_K)
         self.rating_quality = RatingQuality()
+        self.features = FeatureStore()
+        if isinstance(model, ReadsFeatures):
+            model.read_features(self.features)
 
     @property
     def events(self) -> int:
@@ -144,6 +148,22 @@ class OnlineLearner:
         """Drop everything learned about a user; the row they had, if any."""
         return self.model.forget_user(raw)
 
+    def learn_features(self, record: EntityFeatures) -> int | None:
+        """Keep a user's or item's features in place of older ones; the entity's row,
+        for a model that reads features (None for one that does not)."""
+        self.features.update(record)
+        return self._features_arrived(record.kind, record.id)
+
+    def forget_features(self, kind: EntityKind, raw: Id) -> int | None:
+        """Drop an entity's features (a tombstone on its topic); its row, as above."""
+        self.features.forget(kind, raw)
+        return self._features_arrived(kind, raw)
+
+    def _features_arrived(self, kind: EntityKind, raw: Id) -> int | None:
+        if isinstance(self.model, ReadsFeatures):
+            return self.model.features_arrived(kind, raw)
+        return None
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors and JSON manifest of the model, popularity, quality and events."""
         model_recent, model_totals = self.quality.state()
@@ -151,6 +171,7 @@ class OnlineLearner:
         tensors = {
             **self.model.state(),
             **self.popularity.state(),
+            **self.features.state(),
             "quality_recent": model_recent,
             "popularity_quality_recent": popular_recent,
             "rating_quality": self.rating_quality.state(),
@@ -174,6 +195,7 @@ class OnlineLearner:
             raise ValueError(
                 f"checkpoint was written with {manifest['config']}, not {self.model.config}"
             )
+        self.features.load_state(tensors)  # every worker holds all; the model reads them
         self.model.load_state(tensors, shared)
         if shared:
             self.popularity.load_state(tensors)

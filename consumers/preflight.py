@@ -28,12 +28,12 @@ PASSWORD_SETTING = "RECSTREAM_REDIS_PASSWORD"
 def check_consume(settings: ConsumeSettings) -> None:
     """Raises `PreflightError` unless the learner can serve, read, write and publish."""
     check_metrics_ports(settings.metrics_addr, settings.metrics_port, settings.workers)
-    topics = [settings.topic] + ([settings.users_topic] if settings.users_topic else [])
+    topics = settings.topics()
     check_kafka(
         settings.bootstrap,
         kafka_client_options(settings.kafka_options, settings.kafka_password),
         read=topics,
-        write=[settings.topic + DEAD_LETTER_SUFFIX],
+        write=[topic + DEAD_LETTER_SUFFIX for topic in topics],
         group=settings.group,
         allow_plaintext_secrets=settings.allow_plaintext_secrets,
     )

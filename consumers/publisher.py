@@ -169,6 +169,12 @@ class Publisher:
                 self._republish_everything()
         return PublishResult(True, len(users), seconds, freshness)
 
+    def item_changed(self, row: int) -> None:
+        """An item's features moved its vector: publish it and its similar list at the
+        next flush (a new item's too, before its first view)."""
+        self._dirty_items.add(row)
+        self._dirty_positives.add(row)
+
     def forget_user(self, raw: Id, row: int | None) -> None:
         """A user the learner forgot (at `row`, if they had one): their served list goes
         now, their store keys at the next flush."""

@@ -25,7 +25,7 @@ from consumers.ingest.base import EventSource, Record, SourceUnavailable, TopicP
 from consumers.learner import OnlineLearner
 from consumers.metrics import LearnerMetrics
 from consumers.publisher import Publisher, PublishResult
-from streamer.events import InvalidRecord, ViewEvent, decode_view
+from streamer.events import EntityKind, InvalidRecord, ViewEvent, decode_features, decode_view
 
 LOSS_SMOOTHING = 0.05
 MAX_POLL_WAIT_S = 0.5
@@ -56,6 +56,7 @@ class ConsumeService:
     max_wait_s: float = 0.1
     checkpoints: Checkpoints | None = None
     users_topic: str | None = None
+    items_topic: str | None = None
     clock: Callable[[], float] = time.monotonic
     health: Health = field(default_factory=Health)
     smoothed_loss: float | None = field(default=None, init=False)
@@ -194,11 +195,22 @@ class ConsumeService:
             self.checkpoint()
 
     def _apply_buffer(self) -> None:
-        """Learn the buffered records; they leave the buffer only once applied."""
+        """Learn the buffered records; they leave the buffer only once applied.
+
+        Feature records are taken in before the batch's views (which may use them),
+        tombstones after them (a user forgotten stays forgotten)."""
         records = self._buffer
         if not records:
             return
-        views = [r for r in records if r.topic != self.users_topic]
+        entities: dict[str | None, EntityKind] = {
+            self.users_topic: "user",
+            self.items_topic: "item",
+        }
+        for record in records:
+            kind = entities.get(record.topic)
+            if kind is not None and record.value is not None:
+                self._apply_feature_record(record, kind)
+        views = [r for r in records if r.topic not in entities]
         events, arrivals = self._decode(views)
         if events:
             learned = self.learner.learn(events, self.publisher.served, arrivals)
@@ -208,8 +220,9 @@ class ConsumeService:
                 self._observe_loss(learned.loss)
             self._observe_publish(self.publisher.add(learned))
         for record in records:
-            if record.topic == self.users_topic:
-                self._apply_user_record(record)
+            kind = entities.get(record.topic)
+            if kind is not None and record.value is None:
+                self._apply_tombstone(record, kind)
         skipped = self.learner.model.skipped_events
         if skipped > self._skipped_seen:
             self.metrics.skipped_events.labels("non_finite").inc(skipped - self._skipped_seen)
@@ -221,25 +234,45 @@ class ConsumeService:
             self.applied[key] = self.applied.get(key, 0) + 1
         self._records_since_checkpoint += len(records)
 
-    def _apply_user_record(self, record: Record) -> None:
-        """A tombstone (no value) on the users topic forgets the user keyed by it."""
-        if record.value is not None:
-            self.metrics.events.labels("user_features").inc()
+    def _apply_feature_record(self, record: Record, kind: EntityKind) -> None:
+        """A user's or item's features: kept by the learner (every worker of a host
+        keeps all of them), bad ones dead-lettered."""
+        decoded = decode_features(record.value, kind, record.key)
+        if isinstance(decoded, InvalidRecord):
+            self.source.dead_letter(record, decoded.reason, decoded.detail)
+            self.metrics.dead_letters.labels(decoded.reason).inc()
+            self.metrics.events.labels("invalid").inc()
             return
-        if record.key is not None and not self.source.owns(record.key):
-            return  # another worker of this host holds that user
+        self.metrics.events.labels(f"{kind}_features").inc()
+        self._entity_changed(kind, self.learner.learn_features(decoded))
+
+    def _apply_tombstone(self, record: Record, kind: EntityKind) -> None:
+        """A tombstone forgets the features of the user or item keyed by it, and a user
+        (by the worker that holds them) with everything learned about them."""
         if record.key is None:
-            self.source.dead_letter(record, "missing_key", "tombstone without a user key")
+            self.source.dead_letter(record, "missing_key", f"tombstone without a {kind} key")
             self.metrics.dead_letters.labels("missing_key").inc()
             return
         try:
-            user = record.key.decode("utf-8")
+            raw = record.key.decode("utf-8")
         except UnicodeDecodeError as error:
             self.source.dead_letter(record, "not_utf8", str(error))
             self.metrics.dead_letters.labels("not_utf8").inc()
             return
-        self.publisher.forget_user(user, self.learner.forget_user(user))
-        self.metrics.events.labels("forgotten").inc()
+        row = self.learner.forget_features(kind, raw)
+        if kind == "item":
+            self._entity_changed(kind, row)
+            self.metrics.events.labels("forgotten").inc()
+        elif self.source.owns(record.key):  # else another worker of this host holds them
+            self.publisher.forget_user(raw, self.learner.forget_user(raw))
+            self.metrics.events.labels("forgotten").inc()
+
+    def _entity_changed(self, kind: EntityKind, row: int | None) -> None:
+        """An item whose features moved its vector is published again. A user's list is
+        not: one published before their first view would stay as it was until then
+        (frontends serve the popular list meanwhile); their first list uses them."""
+        if kind == "item" and row is not None:
+            self.publisher.item_changed(row)
 
     def _decode(self, records: list[Record]) -> tuple[list[ViewEvent], list[float]]:
         events: list[ViewEvent] = []

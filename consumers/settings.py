@@ -23,7 +23,7 @@ from consumers.model.factory import MODELS, ModelName, described, make_config
 from consumers.model.neural import DeviceName
 from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
-from streamer.events import USERS_TOPIC, VIEWS_TOPIC
+from streamer.events import ITEMS_TOPIC, USERS_TOPIC, VIEWS_TOPIC
 from streamer.settings import (
     ALLOW_PLAINTEXT_SECRETS,
     BOOTSTRAP,
@@ -187,7 +187,12 @@ class ConsumeSettings(TrainingSettings):
     topic: str = Field(VIEWS_TOPIC, description="Kafka topic of the view events to learn from")
     users_topic: str | None = Field(
         USERS_TOPIC,
-        description="compacted topic of user records; a tombstone forgets that user "
+        description="compacted topic of user records: a user's features, or a tombstone "
+        "that forgets that user (empty: read none)",
+    )
+    items_topic: str | None = Field(
+        ITEMS_TOPIC,
+        description="compacted topic of item records: an item's features and text "
         "(empty: read none)",
     )
     checkpoint_dir: str | None = Field(
@@ -248,6 +253,10 @@ class ConsumeSettings(TrainingSettings):
         ge=1,
         description="seconds the prefix's owner lease lasts: a dead learner's lapses after it",
     )
+
+    def topics(self) -> list[str]:
+        """What the learner reads: the views topic first, then the entity topics set."""
+        return [self.topic] + [t for t in (self.users_topic, self.items_topic) if t]
 
     @model_validator(mode="after")
     def _workers_share_tables(self) -> ConsumeSettings:

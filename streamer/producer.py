@@ -23,7 +23,14 @@ from typing import Any, Final, Protocol, Self
 
 from kafka import KafkaProducer
 
-from streamer.events import VIEWS_TOPIC, ViewEvent, encode_key, encode_view
+from streamer.events import (
+    VIEWS_TOPIC,
+    EntityFeatures,
+    ViewEvent,
+    encode_features,
+    encode_key,
+    encode_view,
+)
 from streamer.preflight import check_kafka_options
 
 log = logging.getLogger(__name__)
@@ -131,14 +138,20 @@ class ViewProducer:
 
     def send(self, event: ViewEvent) -> None:
         """Hand one view to the client; its outcome lands in `sent` or `failed`."""
+        self._send(self.topic, encode_key(event.user), encode_view(event))
+
+    def send_features(self, record: EntityFeatures, topic: str) -> None:
+        """Hand one item's or user's feature record (keyed by its id) to the client for
+        `topic`, counted with the views."""
+        self._send(topic, encode_key(record.id), encode_features(record))
+
+    def _send(self, topic: str, key: bytes, value: bytes) -> None:
         if self._closed:
             raise RuntimeError("ViewProducer is closed")
         with self._lock:
             self._submitted += 1
         try:
-            future = self._client.send(
-                self.topic, value=encode_view(event), key=encode_key(event.user)
-            )
+            future = self._client.send(topic, value=value, key=key)
         except Exception as error:
             self._on_failed(error)
             raise

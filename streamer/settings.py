@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.events import VIEWS_TOPIC
+from streamer.events import ITEMS_TOPIC, USERS_TOPIC, VIEWS_TOPIC
 
 
 def _json_object(value: Any) -> Any:
@@ -69,6 +69,13 @@ class ProduceSettings(BaseSettings):
     events: int | None = Field(
         None, ge=1, description="stop after this many events (unset: the whole source)"
     )
+    features: bool = Field(
+        True,
+        description="first publish the source's item and user features to the items and "
+        "users topics (true or false)",
+    )
+    items_topic: str = Field(ITEMS_TOPIC, description="compacted topic of item features")
+    users_topic: str = Field(USERS_TOPIC, description="compacted topic of user features")
     progress: bool = Field(True, description="show a progress bar (true or false)")
     metrics_addr: str = Field(
         "127.0.0.1", description="address of /metrics (0.0.0.0: every interface)"

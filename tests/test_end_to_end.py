@@ -33,7 +33,8 @@ def learners(tmp_path: Path) -> Iterator[list[Learner]]:
 def consume_args(bootstrap: str, topic: str, target: RedisTarget, *extra: str) -> list[str]:
     return [
         "--bootstrap", bootstrap, "--topic", topic, "--group", f"learners-{topic}",
-        "--redis", target.url, "--prefix", target.prefix, "--users-topic", "",
+        "--redis", target.url, "--prefix", target.prefix,
+        "--users-topic", "", "--items-topic", "",
         "--batch-size", "256", "--max-wait-s", "0.05", "--dim", "32", *extra,
     ]  # fmt: skip
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.evaluation.splits import by_time
 from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
-from streamer.events import ViewEvent
+from streamer.events import EntityFeatures, ViewEvent
 
 
 def read_inter(path: Path) -> list[ViewEvent]:
@@ -51,3 +51,19 @@ def planted_synthetic(events: int, drift_at: float | None, seed: int = 0) -> lis
         n_users=1000, n_items=1000, events=events, drift_at=drift_at, seed=seed
     )
     return list(synthetic_views(config))
+
+
+def movielens_100k_features(folder: Path | None = None) -> list[EntityFeatures]:
+    """MovieLens-100K's item and user feature records, as `produce` publishes them."""
+    from streamer.datasets.cache import fetch_ml100k
+    from streamer.datasets.features import movielens_features
+
+    return list(movielens_features(folder if folder is not None else fetch_ml100k()))
+
+
+def planted_synthetic_features(events: int, seed: int = 0) -> list[EntityFeatures]:
+    """The feature records of `planted_synthetic`'s items and users (noisy cluster hints)."""
+    from streamer.datasets.features import synthetic_features
+
+    config = SyntheticConfig(n_users=1000, n_items=1000, events=events, seed=seed)
+    return list(synthetic_features(config))

@@ -52,14 +52,21 @@ class StreamSpec:
 
 @functools.cache
 def load_stream(spec: StreamSpec) -> EncodedStream:
-    from benchmarks.evaluation.data import movielens_100k, planted_synthetic
+    from benchmarks.evaluation.data import (
+        movielens_100k,
+        movielens_100k_features,
+        planted_synthetic,
+        planted_synthetic_features,
+    )
 
     if spec.name == "ml-100k":
-        return EncodedStream.encode(movielens_100k())
+        return EncodedStream.encode(movielens_100k(), movielens_100k_features())
+    features = planted_synthetic_features(spec.events, spec.seed)
     if spec.name == "synthetic-drift":
-        return EncodedStream.encode(planted_synthetic(spec.events, spec.drift_at, spec.seed))
+        events = planted_synthetic(spec.events, spec.drift_at, spec.seed)
+        return EncodedStream.encode(events, features)
     if spec.name == "synthetic-steady":
-        return EncodedStream.encode(planted_synthetic(spec.events, None, spec.seed))
+        return EncodedStream.encode(planted_synthetic(spec.events, None, spec.seed), features)
     raise ValueError(f"unknown stream {spec.name!r}")
 
 

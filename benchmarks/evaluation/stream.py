@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.events import Id, ViewEvent, id_text
+from streamer.events import EntityFeatures, Id, ViewEvent, id_text
 
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
@@ -51,9 +51,12 @@ class EncodedStream:
     user_items: list[IntArray]
     history_len: IntArray
     rewatch: BoolArray
+    features: Sequence[EntityFeatures] = ()  # the items' and users', known from the start
 
     @classmethod
-    def encode(cls, events: Sequence[ViewEvent]) -> EncodedStream:
+    def encode(
+        cls, events: Sequence[ViewEvent], features: Sequence[EntityFeatures] = ()
+    ) -> EncodedStream:
         """Encode `events` as given (they must already be in stream order)."""
         users, user_first, user_ids = _first_appearance([event.user for event in events])
         items, item_first, item_ids = _first_appearance([event.item for event in events])
@@ -79,6 +82,7 @@ class EncodedStream:
             user_items=[items[positions] for positions in user_positions],
             history_len=history_len,
             rewatch=rewatch,
+            features=features,
         )
 
     def __len__(self) -> int:

@@ -140,6 +140,11 @@ def worker_state(checkpoint: Checkpoint, index: int, count: int) -> State:
             "popularity_quality_recent", torch.zeros(0, 2, dtype=torch.float64)
         ),
     }
+    # Every worker reads the feature topics in full, so any part holds all the features
+    # (its position there may be ahead of the restored one: the records read again
+    # replace entities' features with the same ones).
+    features_part = own or (parts[indexes[0]] if indexes else {})
+    tensors.update({k: t for k, t in features_part.items() if k.startswith("features.")})
     for name in PENDING:
         tensors[name] = torch.unique(torch.cat([parts[n][name] for n in indexes] + [empty_rows]))
     zero = QualityTotals(0, 0.0, 0.0)

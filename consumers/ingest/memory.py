@@ -11,7 +11,15 @@ import zlib
 from collections.abc import Mapping
 
 from consumers.ingest.base import Contact, Record, RevokeHandler, TopicPartition
-from streamer.events import DEAD_LETTER_SUFFIX, REASON_HEADER, ViewEvent, encode_key, encode_view
+from streamer.events import (
+    DEAD_LETTER_SUFFIX,
+    REASON_HEADER,
+    EntityFeatures,
+    ViewEvent,
+    encode_features,
+    encode_key,
+    encode_view,
+)
 
 
 class MemoryEventLog:
@@ -54,6 +62,10 @@ class MemoryEventLog:
     def send(self, event: ViewEvent, topic: str) -> Record:
         """Publish one view as a producer would (key = user id)."""
         return self.append(topic, encode_key(event.user), encode_view(event))
+
+    def send_features(self, record: EntityFeatures, topic: str) -> Record:
+        """Publish one item's or user's features as a producer would (key = its id)."""
+        return self.append(topic, encode_key(record.id), encode_features(record))
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
         return {(topic, i): len(p) for i, p in enumerate(self.partitions_of(topic))}

@@ -17,6 +17,7 @@ import torch
 
 from consumers.model.base import Config, Model
 from consumers.model.config import ModelConfig, SearchConfig
+from consumers.model.featured import ContentConfig, ContentModel, FeaturesConfig, FeaturesModel
 from consumers.model.mf import MatrixFactorization
 from consumers.model.mlp import MlpConfig, MlpRanker
 from consumers.model.rating import BiasedRating, RatingConfig
@@ -24,7 +25,7 @@ from consumers.model.sequence import SequenceConfig, SequenceModel
 from consumers.model.storage import Storage, local_storage
 from consumers.model.tower import HistoryConfig, HistoryTower
 
-ModelName = Literal["mf", "history", "rating", "sequence", "mlp"]
+ModelName = Literal["mf", "history", "rating", "sequence", "mlp", "features", "content"]
 StorageFactory = Callable[[ModelConfig, torch.Generator], Storage]
 ModelFactory = Callable[[Any, StorageFactory, SearchConfig | None], Model]
 
@@ -57,6 +58,14 @@ def _mlp(config: MlpConfig, _: StorageFactory, search: SearchConfig | None) -> M
     return MlpRanker(config, search)
 
 
+def _features(config: FeaturesConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return FeaturesModel(config, search)
+
+
+def _content(config: ContentConfig, _: StorageFactory, search: SearchConfig | None) -> Model:
+    return ContentModel(config, search)
+
+
 MODELS: Final[Mapping[ModelName, ModelChoice]] = {
     "mf": ModelChoice(
         ModelConfig,
@@ -83,6 +92,18 @@ MODELS: Final[Mapping[ModelName, ModelChoice]] = {
         _mlp,
         "two stages: mf retrieves candidates, an MLP over user and item embeddings "
         "(triplet loss) ranks them",
+    ),
+    "features": ModelChoice(
+        FeaturesConfig,
+        _features,
+        "id plus mean feature embeddings (the items and users topics) for users and items, "
+        "learned by BPR: entities with features and no views have vectors",
+    ),
+    "content": ModelChoice(
+        ContentConfig,
+        _content,
+        "the features model with a text CNN that places items by their title before their "
+        "first view",
     ),
 }
 

@@ -13,40 +13,52 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 from streamer.datasets.cache import fetch_ml100k
+from streamer.datasets.features import movielens_features, synthetic_features
 from streamer.datasets.movielens import read_movielens
 from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
-from streamer.events import ViewEvent
+from streamer.events import EntityFeatures, ViewEvent
 
 DATASET_SPECS: Final = ("synthetic", "synthetic:drift", "movielens:PATH")
 DEFAULT_DRIFT_AT: Final = 0.5
 
 
-def _synthetic(drift: bool, options: dict[str, Any]) -> Iterator[ViewEvent]:
+def _synthetic_config(drift: bool, options: dict[str, Any]) -> SyntheticConfig:
     known = {field.name for field in dataclasses.fields(SyntheticConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown synthetic option(s) {unknown}; known: {sorted(known)}")
     if drift:
         options = {"drift_at": DEFAULT_DRIFT_AT, **options}
-    return synthetic_views(SyntheticConfig(**options))
+    return SyntheticConfig(**options)
 
 
-def _movielens(where: str, options: dict[str, Any]) -> Iterator[ViewEvent]:
+def _movielens_path(where: str, options: dict[str, Any]) -> Path:
     if options:
         raise ValueError(f"the movielens source takes no options, got {sorted(options)}")
     if not where:
         raise ValueError("movielens:PATH needs a PATH (a file, a folder, or ml-100k)")
-    return iter(read_movielens(fetch_ml100k() if where == "ml-100k" else where))
+    return fetch_ml100k() if where == "ml-100k" else Path(where)
 
 
 def open_dataset(spec: str, **options: Any) -> Iterator[ViewEvent]:
     """The view events named by `spec` (one of `DATASET_SPECS`), in time order."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic" and rest in ("", "drift"):
-        return _synthetic(rest == "drift", options)
+        return synthetic_views(_synthetic_config(rest == "drift", options))
     if kind == "movielens":
-        return _movielens(rest, options)
+        return iter(read_movielens(_movielens_path(rest, options)))
+    raise ValueError(f"unknown source {spec!r}: use one of {', '.join(DATASET_SPECS)}")
+
+
+def open_features(spec: str, **options: Any) -> Iterator[EntityFeatures]:
+    """The item and user feature records of the dataset `spec` names (as `open_dataset`)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic" and rest in ("", "drift"):
+        return synthetic_features(_synthetic_config(rest == "drift", options))
+    if kind == "movielens":
+        return movielens_features(_movielens_path(rest, options))
     raise ValueError(f"unknown source {spec!r}: use one of {', '.join(DATASET_SPECS)}")

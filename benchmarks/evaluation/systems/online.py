@@ -67,7 +67,11 @@ class OnlineLearnerSystem:
         return self.publisher.learner
 
     def fit(self, stream: EncodedStream, stop: int) -> None:
+        """Learn the stream's first `stop` views, its feature records first (known from
+        the start, as `produce` publishes them before the views)."""
         self.publisher = self._new_publisher()
+        for record in stream.features:
+            self.learner.learn_features(record)
         self._user_rows = np.zeros(0, dtype=np.int64)
         self._item_rows = np.zeros(0, dtype=np.int64)
         self.update(stream, 0, stop)

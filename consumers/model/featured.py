@@ -1,0 +1,331 @@
+"""Models that embed what the feature topics say (consumers/model/features.py).
+
+**features**: a user's or item's vector is its id embedding plus the mean of its
+feature tokens' embeddings (genres, year bucket, ...; age bucket, gender,
+occupation, geo), learned by BPR against `negatives` uniform items per view; the
+last published coordinate is an item bias (1 for users), so the dot product is the
+score BPR learns. Id
+embeddings start near zero (`init_std`), so an entity with features and no views
+already has a useful vector: it gets a row when its features arrive (cold start).
+
+**content**: the features model plus a small CNN over each item's text (hashed
+words -> embeddings -> width-3 convolution -> max over time -> linear) trained
+online to regress the learned vectors of the batch's items (the target held
+fixed). An item's published vector blends its learned vector with the CNN's
+guess by its views n: `n / (n + content_views)` of the first, so a brand-new item
+lands where items with similar text live, before anyone watches it.
+
+Invariants: token and word id 0 are padding and their embeddings stay zero; the
+token matrices follow the store (rebuilt from it after a restore).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from consumers.model.base import Batch, Step
+from consumers.model.config import SearchConfig
+from consumers.model.features import PADDING, TEXT_BUCKETS, FeatureStore
+from consumers.model.neural import Entity, NeuralConfig, NeuralModel, Tape
+from consumers.model.optim import AdamRows
+from streamer.events import Id
+
+CONV_WIDTH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesConfig(NeuralConfig):
+    """`negatives` uniform items per view for BPR; ids start N(0, `init_std`), feature
+    tokens N(0, `feature_init_std`)."""
+
+    learning_rate: float = 0.01
+    init_std: float = 0.01
+    feature_init_std: float = 0.1
+    negatives: int = 8
+
+    def __post_init__(self) -> None:
+        NeuralConfig.__post_init__(self)
+        if self.dim < 2 or self.negatives < 1 or self.feature_init_std < 0:
+            raise ValueError("dim must be >= 2, negatives >= 1, feature_init_std >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ContentConfig(FeaturesConfig):
+    """The text CNN: `word_dim`-wide word embeddings, `channels` filters; an item's
+    learned vector weighs n / (n + `content_views`) against the CNN's after n views."""
+
+    word_dim: int = 32
+    channels: int = 64
+    content_views: float = 5.0
+
+    def __post_init__(self) -> None:
+        FeaturesConfig.__post_init__(self)
+        if self.word_dim < 1 or self.channels < 1 or self.content_views <= 0:
+            raise ValueError("word_dim, channels must be >= 1, content_views > 0")
+
+
+class TokenRows:
+    """A padded `[rows, width]` matrix of token ids per entity row (0: padding)."""
+
+    def __init__(self) -> None:
+        self.ids = torch.zeros((0, 1), dtype=torch.int64)
+
+    def grow_to(self, rows: int) -> None:
+        if rows > self.ids.shape[0]:
+            fresh = torch.zeros((rows - self.ids.shape[0], self.ids.shape[1]), dtype=torch.int64)
+            self.ids = torch.cat([self.ids, fresh])
+
+    def set(self, row: int, tokens: np.ndarray) -> None:
+        self.grow_to(row + 1)
+        if tokens.size > self.ids.shape[1]:
+            wider = torch.zeros((self.ids.shape[0], tokens.size), dtype=torch.int64)
+            wider[:, : self.ids.shape[1]] = self.ids
+            self.ids = wider
+        self.ids[row] = PADDING
+        self.ids[row, : tokens.size] = torch.from_numpy(tokens)
+
+
+def _mean_of(embeddings: Tensor, tokens: Tensor) -> Tensor:
+    """Mean of the non-padding rows' embeddings per entity ([n, width, d] -> [n, d])."""
+    mask = (tokens != PADDING).unsqueeze(-1).to(embeddings.dtype)
+    return (embeddings * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class FeaturesModel(NeuralModel):
+    """Vector = id embedding + mean feature-token embedding, for users and items."""
+
+    config: FeaturesConfig
+
+    def __init__(self, config: FeaturesConfig, search: SearchConfig | None = None) -> None:
+        super().__init__(config, search)
+        width = config.dim - 1  # the last published coordinate carries the item bias
+        self.user_ids = self.add_table("user", "user", width, config.init_std)
+        self.item_ids = self.add_table("item", "item", width, config.init_std)
+        self.item_bias = self.add_table("item_bias", "item", 1, 0.0)
+        self.token_table = AdamRows((width,), torch.zeros(1, width), self.device)
+        self.layers["tokens"] = self.token_table
+        self.store = FeatureStore()
+        self.token_rows: dict[Entity, TokenRows] = {"user": TokenRows(), "item": TokenRows()}
+        self.views = torch.zeros(0, dtype=torch.float64)  # per item row
+
+    @property
+    def name(self) -> str:
+        return "features"
+
+    def read_features(self, store: FeatureStore) -> None:
+        self.store = store
+        self._rebuild_token_rows()
+
+    def features_arrived(self, kind: Entity, raw: Id) -> int | None:
+        """Give an entity with features a row (and its tokens); None for one without
+        features and without a row."""
+        registry = self.users if kind == "user" else self.items
+        known = raw in registry
+        tokens = self.store.tokens(kind, [raw])[0]
+        if not known and not (tokens != PADDING).any():
+            return None
+        row = registry.add(raw)
+        self.sync_rows()
+        self.token_rows[kind].set(row, tokens[tokens != PADDING])
+        return row
+
+    def sync_rows(self) -> None:
+        added = {"user": len(self.users), "item": len(self.items)}
+        before = {kind: rows.ids.shape[0] for kind, rows in self.token_rows.items()}
+        super().sync_rows()
+        for kind, rows in self.token_rows.items():
+            registry = self.users if kind == "user" else self.items
+            for row in range(before[kind], added[kind]):  # rows views added: their tokens
+                tokens = self.store.tokens(kind, [registry.raw(row)])[0]
+                rows.set(row, tokens[tokens != PADDING])
+            rows.grow_to(added[kind])
+        if self.views.shape[0] < added["item"]:
+            grown = torch.zeros(added["item"] - self.views.shape[0], dtype=torch.float64)
+            self.views = torch.cat([self.views, grown])
+        vocabulary = len(self.store.vocabulary)
+        if vocabulary > self.token_table.rows:
+            fresh = torch.randn(
+                vocabulary - self.token_table.rows,
+                self.token_table.shape[0],
+                generator=self.generator,
+            )
+            self.token_table.append(fresh * self.config.feature_init_std)
+
+    def _rebuild_token_rows(self) -> None:
+        self.token_rows = {"user": TokenRows(), "item": TokenRows()}
+        self.sync_rows()
+
+    def _features(self, kind: Entity, rows: Tensor, tape: Tape | None) -> Tensor:
+        tokens = self.token_rows[kind].ids[rows.cpu()].to(self.device)
+        table = self.token_table
+        embedded = table.weight[tokens] if tape is None else tape.rows(table, tokens.flatten())
+        return _mean_of(embedded.reshape(*tokens.shape, table.shape[0]), tokens)
+
+    def _entity(self, kind: Entity, rows: Tensor, tape: Tape | None = None) -> Tensor:
+        ids = self.user_ids if kind == "user" else self.item_ids
+        own = ids.weight[rows] if tape is None else tape.rows(ids, rows)
+        return own + self._features(kind, rows, tape)
+
+    def _user_vectors(self, user_rows: Tensor) -> Tensor:
+        ones = torch.ones(user_rows.shape[0], 1, device=self.device)
+        return torch.cat([self._entity("user", user_rows), ones], 1)
+
+    def _item_vectors(self) -> Tensor:
+        rows = torch.arange(len(self.items), device=self.device)
+        return torch.cat([self._entity("item", rows), self.item_bias.weight], 1)
+
+    def learn(self, batch: Batch) -> Step:
+        """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
+        self.sync_rows()
+        users = batch.users.astype(np.int64, copy=False)
+        items = batch.items.astype(np.int64, copy=False)
+        self.history.add(users, items)
+        learned = np.ones(users.size, dtype=np.bool_)
+        none = np.zeros(0, dtype=np.int64)
+        if users.size == 0:
+            return Step(float("nan"), learned, none)
+        self.views.index_add_(
+            0, torch.from_numpy(items), torch.ones(items.size, dtype=torch.float64)
+        )
+        drawn = torch.randint(
+            0, len(self.items), (users.size, self.config.negatives), generator=self.generator
+        ).to(self.device)
+        tape = Tape()
+        user_rows, item_rows = self._device_rows(users), self._device_rows(items)
+        queries = self._entity("user", user_rows, tape)
+        candidates = torch.cat([item_rows[:, None], drawn], 1)
+        flat = candidates.flatten()
+        vectors = self._learned_items(flat, tape).reshape(*candidates.shape, -1)
+        biases = tape.rows(self.item_bias, flat).reshape(candidates.shape)
+        scores = (vectors * queries[:, None, :]).sum(-1) + biases
+        margins = scores[:, :1] - scores[:, 1:]
+        weights = torch.from_numpy(batch.weights.astype(np.float32)).to(self.device)
+        losses = -torch.nn.functional.logsigmoid(margins).mean(1)
+        loss = (losses * weights).sum() / weights.sum() + self._extra_loss(item_rows, tape)
+        if not torch.isfinite(loss):
+            self.skipped_events += users.size
+            learned[:] = False
+            self.history.remove(users, items)
+            return Step(float("nan"), learned, none)
+        loss.backward()  # type: ignore[no-untyped-call]
+        tape.step(self.optimizer)
+        with torch.no_grad():
+            for table in self._padded_tables():
+                table.weight[PADDING] = 0.0
+        return Step(float(loss.detach()), learned, tape.rows_read(self.item_ids).cpu().numpy())
+
+    def _padded_tables(self) -> list[AdamRows]:
+        return [self.token_table]
+
+    def _learned_items(self, item_rows: Tensor, tape: Tape) -> Tensor:
+        """The item vectors BPR learns (the content model's blend is for publishing)."""
+        return self._entity("item", item_rows, tape)
+
+    def _extra_loss(self, item_rows: Tensor, tape: Tape) -> Tensor:
+        """A subclass's further loss on the batch's items (none here)."""
+        return torch.zeros((), device=self.device)
+
+    def _extra_state(self) -> dict[str, Tensor]:
+        return {"item_views": self.views}
+
+    def _load_extra_state(self, tensors: dict[str, Tensor]) -> None:
+        self.views = tensors["item_views"].clone()
+        self._rebuild_token_rows()
+
+
+class ContentModel(FeaturesModel):
+    """The features model, its item vectors blended with a text CNN's guess."""
+
+    config: ContentConfig
+
+    def __init__(self, config: ContentConfig, search: SearchConfig | None = None) -> None:
+        super().__init__(config, search)
+        init = torch.randn(TEXT_BUCKETS, config.word_dim, generator=self.generator) * 0.1
+        init[PADDING] = 0.0
+        self.words = AdamRows((config.word_dim,), init, self.device)
+        self.layers["words"] = self.words
+        self.conv = self.add_layer("conv", CONV_WIDTH * config.word_dim, config.channels)
+        self.project = self.add_layer("project", config.channels, config.dim - 1)
+        self.word_rows = TokenRows()
+
+    @property
+    def name(self) -> str:
+        return "content"
+
+    def features_arrived(self, kind: Entity, raw: Id) -> int | None:
+        """As the features model, and an item with text gets a row too."""
+        row = super().features_arrived(kind, raw)
+        if kind == "item":
+            words = self.store.words([raw])[0]
+            words = words[words != PADDING]
+            if row is None and words.size:
+                row = self.items.add(raw)
+                self.sync_rows()
+            if row is not None:
+                self.word_rows.set(row, words)
+        return row
+
+    def sync_rows(self) -> None:
+        before = self.word_rows.ids.shape[0]
+        super().sync_rows()
+        for row in range(before, len(self.items)):
+            words = self.store.words([self.items.raw(row)])[0]
+            self.word_rows.set(row, words[words != PADDING])
+        self.word_rows.grow_to(len(self.items))
+
+    def _rebuild_token_rows(self) -> None:
+        self.word_rows = TokenRows()
+        super()._rebuild_token_rows()
+
+    def _padded_tables(self) -> list[AdamRows]:
+        return [self.token_table, self.words]
+
+    def _text_vectors(self, item_rows: Tensor, tape: Tape | None) -> Tensor:
+        """CNN(text) per item: zeros for an item without text."""
+        words = self.word_rows.ids[item_rows.cpu()].to(self.device)
+        padded = torch.nn.functional.pad(words, (1, 1), value=PADDING)
+        if tape is None:
+            embedded = self.words.weight[padded]
+            (conv_w, conv_b), (out_w, out_b) = (
+                (self.conv[0].weight, self.conv[1].weight),
+                (self.project[0].weight, self.project[1].weight),
+            )
+        else:
+            embedded = tape.rows(self.words, padded.flatten()).reshape(
+                *padded.shape, self.config.word_dim
+            )
+            conv_w, conv_b = tape.dense(self.conv[0]), tape.dense(self.conv[1])
+            out_w, out_b = tape.dense(self.project[0]), tape.dense(self.project[1])
+        windows = embedded.unfold(1, CONV_WIDTH, 1).transpose(2, 3).flatten(2)
+        hidden = torch.relu(windows @ conv_w.T + conv_b)
+        present = (words != PADDING).unsqueeze(-1)
+        pooled = hidden.masked_fill(~present, 0.0).amax(1)
+        has_text = present.any(1).to(pooled.dtype)
+        result: Tensor = (pooled @ out_w.T + out_b) * has_text
+        return result
+
+    def _item_vectors(self) -> Tensor:
+        rows = torch.arange(len(self.items), device=self.device)
+        learned = self._entity("item", rows)
+        guessed = self._text_vectors(rows, None)
+        has_text = (self.word_rows.ids[: len(self.items)] != PADDING).any(1).to(self.device)
+        views = self.views[: len(self.items)].to(self.device, torch.float32)
+        trust = torch.where(has_text, views / (views + self.config.content_views), 1.0)
+        blended = trust[:, None] * learned + (1 - trust[:, None]) * guessed
+        return torch.cat([blended, self.item_bias.weight], 1)
+
+    def _extra_loss(self, item_rows: Tensor, tape: Tape) -> Tensor:
+        """Mean squared distance of CNN(text) to the items' learned vectors (held fixed)."""
+        distinct = torch.unique(item_rows)
+        has_text = (self.word_rows.ids[distinct.cpu()] != PADDING).any(1).to(self.device)
+        if not has_text.any():
+            return torch.zeros((), device=self.device)
+        distinct = distinct[has_text]
+        with torch.no_grad():
+            target = self._entity("item", distinct)
+        guessed = self._text_vectors(distinct, tape)
+        return ((guessed - target) ** 2).sum(1).mean()
