@@ -103,14 +103,25 @@ def available_peers(plan: Plan) -> tuple[list[str], dict[str, str]]:
     return kept, missing
 
 
+def _base_params(plan: Plan, peer: str) -> dict[str, Any]:
+    """The peer's defaults, with the learner's micro-batch as its step where it can afford it."""
+    cadence = {"step": plan.micro_batch} if peer in plan.at_cadence else {}
+    return {**plan.default_params[peer], **cadence}
+
+
 def _tune_jobs(
-    plan: Plan, peers: list[str], stream: StreamSpec, train_stop: int, val_stop: int
+    plan: Plan,
+    peers: list[str],
+    stream: StreamSpec,
+    train_stop: int,
+    val_stop: int,
+    temporal: bool,
 ) -> list[TuneJob]:
     jobs = []
     for peer in peers:
         lightfm = peer.startswith("lightfm")
         grid = [
-            {**plan.default_params[peer], **point, **({"chunk_epochs": 0} if lightfm else {})}
+            {**_base_params(plan, peer), **point, **({"chunk_epochs": 0} if lightfm else {})}
             for point in plan.grids[peer]
         ]
         jobs.append(
@@ -126,15 +137,28 @@ def _tune_jobs(
                 plan.factors,
                 plan.lightfm_epochs if lightfm else (),
                 plan.lightfm_chunk_epochs if lightfm else (),
+                temporal,
             )
         )
     return sorted(jobs, key=lambda job: COST_ORDER.index(job.kind))
 
 
 def _eval_jobs(
-    plan: Plan, params: dict[str, dict[str, Any]], stream: StreamSpec, start: int, temporal: bool
+    plan: Plan,
+    params: dict[str, dict[str, Any]],
+    stream: StreamSpec,
+    start: int,
+    temporal: bool,
+    temporal_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[EvalJob]:
-    specs = [SystemSpec(kind, peer, seed) for kind, peer in params.items() for seed in plan.seeds]
+    """Every system and seed on `stream`; a peer whose temporal choice differs from its
+    prequential one is scored on the temporal split with `temporal_params`."""
+    chosen = temporal_params or {}
+    specs = [
+        SystemSpec(kind, peer, seed, temporal_params=chosen.get(kind))
+        for kind, peer in params.items()
+        for seed in plan.seeds
+    ]
     specs += [SystemSpec(OURS, {"step": plan.micro_batch}, seed) for seed in plan.seeds]
     service = plan.service_micro_batch
     if service is not None and service != plan.micro_batch:
@@ -201,17 +225,20 @@ def run_evaluation(
     # each stream's peers are tuned on the tail of that stream's own training part
     drift_train_stop = split_point(drift_start, 1.0 - plan.drift_validation_fraction)
     tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, drift_spec.name: {}}
-    params = {name: {peer: dict(plan.default_params[peer]) for peer in peers} for name in tuned}
+    params = {name: {peer: _base_params(plan, peer) for peer in peers} for name in tuned}
+    temporal_params: dict[str, dict[str, Any]] = {}
     if plan.tune and peers:
         print("tuning the peers on the validation stretches", file=log)
-        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start)
-        jobs += _tune_jobs(plan, peers, drift_spec, drift_train_stop, drift_start)
+        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start, True)
+        jobs += _tune_jobs(plan, peers, drift_spec, drift_train_stop, drift_start, False)
         for result in _run_all(jobs, run_tune_job, workers, log, "tuned"):
             tuned[result.stream][result.kind] = result
             chosen = params[result.stream][result.kind]
             params[result.stream][result.kind] = {**chosen, **result.best}
+            if result.best_temporal is not None and result.best_temporal != result.best:
+                temporal_params[result.kind] = {**chosen, **result.best_temporal}
 
-    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True)
+    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True, temporal_params)
     drift_jobs = _eval_jobs(plan, params[drift_spec.name], drift_spec, drift_start, False)
     # The steady stream's peers keep the parameters tuned on the drifting stream's
     # validation stretch, which lies before its drift: the same generator, undrifted.
@@ -241,6 +268,7 @@ def run_evaluation(
         diag,
         tuned,
         params,
+        temporal_params,
         missing,
         splits={
             "events": n,
@@ -273,6 +301,7 @@ def _report(
     diag: list[EvalResult],
     tuned: dict[str, dict[str, TuneResult]],
     params: dict[str, dict[str, dict[str, Any]]],
+    temporal_params: dict[str, dict[str, Any]],
     missing: dict[str, str],
     splits: dict[str, Any],
 ) -> dict[str, Any]:
@@ -291,9 +320,15 @@ def _report(
         "splits": splits,
         "peers_missing": missing,
         "hyper_parameters": params,
+        "hyper_parameters_temporal": {ML100K.name: temporal_params},
         "tuning": {
             stream_name: {
-                kind: {"best": result.best, "seconds": result.seconds, "trials": result.trials}
+                kind: {
+                    "best": result.best,
+                    "best_temporal": result.best_temporal,
+                    "seconds": result.seconds,
+                    "trials": result.trials,
+                }
                 for kind, result in results.items()
             }
             for stream_name, results in tuned.items()

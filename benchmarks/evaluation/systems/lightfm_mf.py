@@ -2,8 +2,9 @@
 
 LightFM needs its matrix shape up front, so the model is sized to the whole stream's
 users and items; rows of ids that have not appeared yet are never positives and never
-candidates. The first fit takes the training prefix for `epochs`; each later chunk is
-fed once more to `fit_partial` for `chunk_epochs` (the chunk alone: no replay).
+candidates. The first fit takes the training prefix for `epochs`; each later step (a
+chunk, or a micro-batch at the learner's cadence) is fed to `fit_partial` for
+`chunk_epochs` (the step alone: no replay).
 """
 
 from __future__ import annotations
