@@ -32,7 +32,10 @@ from benchmarks.evaluation.jobs import (
     run_eval_job,
 )
 from benchmarks.evaluation.plan import Plan
+from benchmarks.evaluation.rating import RatingJob, RatingResult, run_rating_job
+from benchmarks.evaluation.slices import cold_slices
 from benchmarks.evaluation.splits import split_point
+from benchmarks.evaluation.stream import BoolArray
 from benchmarks.evaluation.summary import (
     by_label,
     curves,
@@ -41,6 +44,7 @@ from benchmarks.evaluation.summary import (
     prequential_table,
     temporal_table,
 )
+from benchmarks.evaluation.systems.river_rating import RIVER_MODELS
 from benchmarks.evaluation.tuning import TuneJob, TuneResult, run_tune_job
 
 ML100K = StreamSpec("ml-100k")
@@ -257,7 +261,13 @@ def run_evaluation(
     drifting = [r for r in results if r.job in drift_jobs]
     steady = [r for r in results if r.job in steady_jobs]
     diag = [r for r in results if r.job in diag_jobs]
+    ratings = _ratings(workers, log)
 
+    slices = {
+        ML100K.name: cold_slices(stream, test_start),
+        drift_spec.name: cold_slices(drift_stream, drift_start),
+        steady_spec.name: cold_slices(steady_stream, drift_start),
+    }
     report = _report(
         plan,
         host,
@@ -270,6 +280,7 @@ def run_evaluation(
         params,
         temporal_params,
         missing,
+        slices,
         splits={
             "events": n,
             "validation": [train_stop, test_start],
@@ -280,6 +291,7 @@ def run_evaluation(
             "drift_at": drift_point,
         },
     )
+    report["ratings"] = [result.as_dict() for result in ratings]
     report["seconds"] = round(time.perf_counter() - began, 1)
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     _write(report, Path(out_dir))
@@ -289,6 +301,15 @@ def run_evaluation(
         file=log,
     )
     return report
+
+
+def _ratings(workers: int, log: TextIO) -> list[RatingResult]:
+    """Progressive RMSE/MAE on MovieLens-100K's ratings (River's protocol), where River is."""
+    if importlib.util.find_spec("river") is None:
+        print("ratings: river is not installed (pip install 'recstream[bench]')", file=log)
+        return []
+    jobs = [RatingJob(ML100K.name, kind) for kind in RIVER_MODELS]
+    return _run_all(jobs, run_rating_job, workers, log, "rated")
 
 
 def _report(
@@ -303,6 +324,7 @@ def _report(
     params: dict[str, dict[str, dict[str, Any]]],
     temporal_params: dict[str, dict[str, Any]],
     missing: dict[str, str],
+    slices: dict[str, dict[str, BoolArray]],
     splits: dict[str, Any],
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
@@ -333,17 +355,17 @@ def _report(
             }
             for stream_name, results in tuned.items()
         },
-        "prequential": prequential_table(grouped),
+        "prequential": prequential_table(grouped, slices[ML100K.name]),
         "temporal": temporal_table(grouped),
         "paired": paired_table(grouped, stream, rng, plan.bootstrap),
         "curves": curves(grouped, plan.window),
         "drift": {
             "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),
-            "prequential": prequential_table(drift_grouped),
+            "prequential": prequential_table(drift_grouped, slices["synthetic-drift"]),
             "curves": curves(drift_grouped, plan.window),
         },
         "steady": {
-            "prequential": prequential_table(steady_grouped),
+            "prequential": prequential_table(steady_grouped, slices["synthetic-steady"]),
             "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap),
             "curves": curves(steady_grouped, plan.window),
         },
