@@ -70,7 +70,7 @@ class ImplicitRetrainSystem:
 
     def update(self, stream: EncodedStream, start: int, stop: int) -> None:
         self._since_fit += stop - start
-        if self._since_fit >= self.retrain:
+        if self.step >= self.retrain or self._since_fit >= self.retrain:
             self.fit(stream, stop)
             return
         seen = interactions(stream, 0, stop, (stream.n_users, stream.n_items))
