@@ -379,8 +379,11 @@ def _cost(report: dict[str, Any]) -> list[str]:
         f"Seconds to take in {chunk:,} events during the test, mean over seeds. Our learner: "
         "the sum of its `OnlineLearner.learn` and `Publisher.add` calls (learning, then "
         "publishing top-N, similar items and vectors to an in-memory store); 'learning only' "
-        "is the learner's learn time. Peers: the retrain from scratch or `fit_partial` at the "
-        "chunk end (no publishing). Initial fit = learning the first 80%.",
+        "is the learner's learn time. Peers (no publishing): LightFM's `fit_partial` per "
+        "step; implicit ALS's partial fits of the step's users and items plus a retrain from "
+        "scratch per chunk; implicit BPR a retrain from scratch per chunk (it has no partial "
+        "fit, and a retrain per micro-batch would cost 1,000/64 times as much). Initial fit = "
+        "learning the first 80%.",
         "",
         *_table(
             [
