@@ -306,15 +306,19 @@ def test_online_learner_adapter_scores_known_rows() -> None:
     assert sum(system.cost.events) == len(stream)
 
 
-@pytest.mark.parametrize("kind", ["implicit-als", "implicit-bpr", "lightfm-warp"])
+@pytest.mark.parametrize(
+    "kind", ["implicit-als", "implicit-bpr", "lightfm-warp", "rechub-youtubednn"]
+)
 def test_peer_adapters(kind: str) -> None:
-    pytest.importorskip(kind.split("-")[0])
+    library = {"rechub": "torch_rechub"}.get(kind.split("-")[0], kind.split("-")[0])
+    pytest.importorskip(library)
     from benchmarks.evaluation.jobs import SystemSpec, build_system
 
     params = {
         "implicit-als": {"iterations": 2},
         "implicit-bpr": {"iterations": 2},
         "lightfm-warp": {"epochs": 1, "chunk_epochs": 1},
+        "rechub-youtubednn": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
     }[kind]
     system = build_system(SystemSpec(kind, params), chunk=2, factors=4)
     trace = run_prequential(stream_of(PAIRS), system, start=2, chunk=2, k=3)

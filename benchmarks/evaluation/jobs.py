@@ -104,6 +104,10 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         return LightFMPartialSystem(
             loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label
         )
+    if spec.kind == "rechub-youtubednn":
+        from benchmarks.evaluation.systems.rechub_youtube import YoutubeDNNSystem
+
+        return YoutubeDNNSystem(spec.seed, factors, name=spec.label, **params)
     raise ValueError(f"unknown system kind {spec.kind!r}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-PEERS = ("implicit-als", "implicit-bpr", "lightfm-warp", "lightfm-bpr")
+PEERS = ("implicit-als", "implicit-bpr", "lightfm-warp", "lightfm-bpr", "rechub-youtubednn")
 
 
 def _default_params() -> dict[str, dict[str, Any]]:
@@ -15,6 +15,8 @@ def _default_params() -> dict[str, dict[str, Any]]:
         "implicit-bpr": {"learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
         "lightfm-warp": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
         "lightfm-bpr": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+        # not tuned (no grid): each fit is minutes; torch-rechub's example settings
+        "rechub-youtubednn": {"epochs": 5},
     }
 
 
@@ -90,7 +92,12 @@ class Plan:
     lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100)
     # peers that take the learner's micro-batch as their step (LightFM's fit_partial,
     # implicit ALS's partial fits); the others retrain once per chunk
-    at_cadence: tuple[str, ...] = ("implicit-als", "lightfm-warp", "lightfm-bpr")
+    at_cadence: tuple[str, ...] = (
+        "implicit-als",
+        "lightfm-warp",
+        "lightfm-bpr",
+        "rechub-youtubednn",
+    )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
 
     @classmethod

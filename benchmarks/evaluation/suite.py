@@ -53,9 +53,17 @@ LIBRARY_OF = {
     "implicit-bpr": "implicit",
     "lightfm-warp": "lightfm",
     "lightfm-bpr": "lightfm",
+    "rechub-youtubednn": "torch_rechub",
 }
 # rough relative cost, to start the longest jobs first
-COST_ORDER = ("implicit-bpr", "implicit-als", "lightfm-warp", "lightfm-bpr", OURS)
+COST_ORDER = (
+    "rechub-youtubednn",
+    "implicit-bpr",
+    "implicit-als",
+    "lightfm-warp",
+    "lightfm-bpr",
+    OURS,
+)
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -122,7 +130,7 @@ def _tune_jobs(
     temporal: bool,
 ) -> list[TuneJob]:
     jobs = []
-    for peer in peers:
+    for peer in (peer for peer in peers if peer in plan.grids):  # the others run defaults
         lightfm = peer.startswith("lightfm")
         grid = [
             {**_base_params(plan, peer), **point, **({"chunk_epochs": 0} if lightfm else {})}
