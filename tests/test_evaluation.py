@@ -307,7 +307,8 @@ def test_online_learner_adapter_scores_known_rows() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["implicit-als", "implicit-bpr", "lightfm-warp", "rechub-youtubednn"]
+    "kind",
+    ["implicit-als", "implicit-bpr", "lightfm-warp", "rechub-youtubednn", "rechub-gru4rec"],
 )
 def test_peer_adapters(kind: str) -> None:
     library = {"rechub": "torch_rechub"}.get(kind.split("-")[0], kind.split("-")[0])
@@ -319,6 +320,7 @@ def test_peer_adapters(kind: str) -> None:
         "implicit-bpr": {"iterations": 2},
         "lightfm-warp": {"epochs": 1, "chunk_epochs": 1},
         "rechub-youtubednn": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
+        "rechub-gru4rec": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
     }[kind]
     system = build_system(SystemSpec(kind, params), chunk=2, factors=4)
     trace = run_prequential(stream_of(PAIRS), system, start=2, chunk=2, k=3)

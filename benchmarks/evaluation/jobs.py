@@ -104,10 +104,11 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         return LightFMPartialSystem(
             loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label
         )
-    if spec.kind == "rechub-youtubednn":
-        from benchmarks.evaluation.systems.rechub_youtube import YoutubeDNNSystem
+    if spec.kind in ("rechub-youtubednn", "rechub-gru4rec"):
+        from benchmarks.evaluation.systems.rechub_towers import RechubTowerSystem
 
-        return YoutubeDNNSystem(spec.seed, factors, name=spec.label, **params)
+        architecture = spec.kind.split("-")[1]
+        return RechubTowerSystem(architecture, spec.seed, factors, name=spec.label, **params)
     raise ValueError(f"unknown system kind {spec.kind!r}")
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-PEERS = ("implicit-als", "implicit-bpr", "lightfm-warp", "lightfm-bpr", "rechub-youtubednn")
+PEERS = (
+    "implicit-als",
+    "implicit-bpr",
+    "lightfm-warp",
+    "lightfm-bpr",
+    "rechub-youtubednn",
+    "rechub-gru4rec",
+)
 
 
 def _default_params() -> dict[str, dict[str, Any]]:
@@ -17,6 +24,7 @@ def _default_params() -> dict[str, dict[str, Any]]:
         "lightfm-bpr": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
         # not tuned (no grid): each fit is minutes; torch-rechub's example settings
         "rechub-youtubednn": {"epochs": 5},
+        "rechub-gru4rec": {"epochs": 5},
     }
 
 
@@ -97,6 +105,7 @@ class Plan:
         "lightfm-warp",
         "lightfm-bpr",
         "rechub-youtubednn",
+        "rechub-gru4rec",
     )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
 

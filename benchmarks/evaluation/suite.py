@@ -54,9 +54,11 @@ LIBRARY_OF = {
     "lightfm-warp": "lightfm",
     "lightfm-bpr": "lightfm",
     "rechub-youtubednn": "torch_rechub",
+    "rechub-gru4rec": "torch_rechub",
 }
 # rough relative cost, to start the longest jobs first
 COST_ORDER = (
+    "rechub-gru4rec",
     "rechub-youtubednn",
     "implicit-bpr",
     "implicit-als",

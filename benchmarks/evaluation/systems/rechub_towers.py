@@ -1,7 +1,10 @@
-"""torch-rechub's `YoutubeDNN`: a user tower (MLP over the user-id embedding and the mean
-of the embeddings of the user's last `history` items) against item-id embeddings, both
-L2-normalised, trained with a softmax over the positive and `negatives` uniform items
-divided by `temperature` (torch-rechub's list-wise setup), Adam.
+"""torch-rechub's two-tower matching models over the user's last `history` items:
+`YoutubeDNN` (user tower: an MLP over the user-id embedding and the mean of the history's
+item embeddings) and `GRU4Rec` (the same MLP over the user-id embedding and a GRU's last
+state over the history). Item tower: the item-id embedding; both L2-normalised and
+trained with a softmax over the positive and `negatives` uniform items divided by
+`temperature` (torch-rechub's list-wise setup), Adam. The logits are taken from the two
+towers here: GRU4Rec's own `forward` sums over the wrong axis for list-wise negatives.
 
 Driven like an online learner: `fit` takes `epochs` passes over the prefix in time order
 in mini-batches of `batch`; each `update` takes the step's events once. The model is sized
@@ -33,13 +36,17 @@ def last_items(
     return out
 
 
-class YoutubeDNNSystem:
+ARCHITECTURES = ("youtubednn", "gru4rec")
+
+
+class RechubTowerSystem:
     def __init__(
         self,
+        architecture: str,
         seed: int,
         factors: int = 64,
         step: int = 64,
-        name: str = "rechub-youtubednn",
+        name: str | None = None,
         history: int = 50,
         negatives: int = 20,
         learning_rate: float = 0.002,
@@ -47,7 +54,10 @@ class YoutubeDNNSystem:
         batch: int = 256,
         temperature: float = 0.05,
     ) -> None:
-        self.name = name
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown torch-rechub architecture {architecture!r}")
+        self.architecture = architecture
+        self.name = name or f"rechub-{architecture}"
         self.step = step
         self.seed = seed
         self.factors = factors
@@ -65,27 +75,24 @@ class YoutubeDNNSystem:
 
     def _build(self, stream: EncodedStream) -> None:
         from torch_rechub.basic.features import SequenceFeature, SparseFeature
-        from torch_rechub.models.matching import YoutubeDNN
+        from torch_rechub.models.matching import GRU4Rec, YoutubeDNN
 
         torch.manual_seed(self.seed)
         items, dim = stream.n_items + 1, self.factors
-        user_features = [
-            SparseFeature("user", stream.n_users, embed_dim=dim),
+        user = [SparseFeature("user", stream.n_users, embed_dim=dim)]
+        pooling = "mean" if self.architecture == "youtubednn" else "concat"
+        history = [
             SequenceFeature(
-                "history", items, dim, pooling="mean", shared_with="item", padding_idx=0
-            ),
+                "history", items, dim, pooling=pooling, shared_with="item", padding_idx=0
+            )
         ]
-        item_features = [SparseFeature("item", items, embed_dim=dim)]
-        negative_features = [
-            SequenceFeature("negatives", items, dim, pooling="concat", shared_with="item")
-        ]
-        self._model = YoutubeDNN(
-            user_features,
-            item_features,
-            negative_features,
-            user_params={"dims": [2 * dim, dim]},
-            temperature=self.temperature,
-        )
+        item = [SparseFeature("item", items, embed_dim=dim)]
+        negatives = [SequenceFeature("negatives", items, dim, pooling="concat", shared_with="item")]
+        tower = {"dims": [2 * dim, dim]}
+        if self.architecture == "youtubednn":
+            self._model = YoutubeDNN(user + history, item, negatives, tower, self.temperature)
+        else:
+            self._model = GRU4Rec(user, history, item, negatives, tower)  # a 2-layer GRU
         self._optimizer = torch.optim.Adam(self._model.parameters(), lr=self.learning_rate)
         self._stream = stream
 
@@ -116,7 +123,9 @@ class YoutubeDNNSystem:
                     self._rng.integers(1, known + 1, size=(b - a, self.negatives))
                 ),
             }
-            logits = self._model(x)  # (batch, 1 + negatives); the positive is column 0
+            users, candidates = self._model.user_tower(x), self._model.item_tower(x)
+            # (batch, 1 + negatives); the positive is column 0
+            logits = (users * candidates).sum(dim=-1) / self.temperature
             loss = torch.nn.functional.cross_entropy(logits, torch.zeros(b - a, dtype=torch.long))
             self._optimizer.zero_grad()
             loss.backward()
