@@ -224,6 +224,17 @@ def test_cold_slices() -> None:
     assert slices["cold users"].tolist() == [True, True, True, False, False]
 
 
+def test_side_feature_rows_share_tokens_and_sum_to_one() -> None:
+    pytest.importorskip("scipy")
+    from benchmarks.evaluation.side_features import feature_matrix, item_tokens
+
+    tokens = [item_tokens({"genre": ["Drama"], "year": 1995}), item_tokens({"genre": ["Drama"]})]
+    matrix = feature_matrix(["1", "2"], tokens).toarray()
+    assert matrix.shape == (2, 4)  # two ids, Drama, the 1990s
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+    assert matrix[0, 2] > 0 and matrix[1, 2] > 0 and matrix[1, 3] == 0
+
+
 class MeanRating:
     """Predicts the mean of the ratings learned so far (3 before any)."""
 
@@ -308,7 +319,14 @@ def test_online_learner_adapter_scores_known_rows() -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["implicit-als", "implicit-bpr", "lightfm-warp", "rechub-youtubednn", "rechub-gru4rec"],
+    [
+        "implicit-als",
+        "implicit-bpr",
+        "lightfm-warp",
+        "lightfm-warp-features",
+        "rechub-youtubednn",
+        "rechub-gru4rec",
+    ],
 )
 def test_peer_adapters(kind: str) -> None:
     library = {"rechub": "torch_rechub"}.get(kind.split("-")[0], kind.split("-")[0])
@@ -319,6 +337,7 @@ def test_peer_adapters(kind: str) -> None:
         "implicit-als": {"iterations": 2},
         "implicit-bpr": {"iterations": 2},
         "lightfm-warp": {"epochs": 1, "chunk_epochs": 1},
+        "lightfm-warp-features": {"epochs": 1, "chunk_epochs": 1},
         "rechub-youtubednn": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
         "rechub-gru4rec": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
     }[kind]

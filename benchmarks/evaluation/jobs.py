@@ -95,14 +95,15 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         kind = spec.kind.split("-")[1]
         step = params.pop("step", chunk)
         return ImplicitRetrainSystem(kind, params, spec.seed, factors, step, spec.label, chunk)
-    if spec.kind in ("lightfm-warp", "lightfm-bpr"):
+    if spec.kind in ("lightfm-warp", "lightfm-bpr", "lightfm-warp-features"):
         from benchmarks.evaluation.systems.lightfm_mf import LightFMPartialSystem
 
         loss = spec.kind.split("-")[1]
         epochs, chunk_epochs = params.pop("epochs"), params.pop("chunk_epochs")
         step = params.pop("step", chunk)
+        features = spec.kind.endswith("-features")
         return LightFMPartialSystem(
-            loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label
+            loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label, features
         )
     if spec.kind in ("rechub-youtubednn", "rechub-gru4rec"):
         from benchmarks.evaluation.systems.rechub_towers import RechubTowerSystem

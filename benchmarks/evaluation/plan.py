@@ -10,9 +10,12 @@ PEERS = (
     "implicit-bpr",
     "lightfm-warp",
     "lightfm-bpr",
+    "lightfm-warp-features",
     "rechub-youtubednn",
     "rechub-gru4rec",
 )
+# peers that need side information, which only MovieLens-100K has
+ML100K_ONLY = ("lightfm-warp-features",)
 
 
 def _default_params() -> dict[str, dict[str, Any]]:
@@ -22,6 +25,7 @@ def _default_params() -> dict[str, dict[str, Any]]:
         "implicit-bpr": {"learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
         "lightfm-warp": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
         "lightfm-bpr": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+        "lightfm-warp-features": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
         # not tuned (no grid): each fit is minutes; torch-rechub's example settings
         "rechub-youtubednn": {"epochs": 5},
         "rechub-gru4rec": {"epochs": 5},
@@ -52,6 +56,7 @@ def _grids() -> dict[str, list[dict[str, Any]]]:
         ],
         "lightfm-warp": [{"learning_rate": lr} for lr in (0.001, 0.003, 0.01, 0.02, 0.05)],
         "lightfm-bpr": [{"learning_rate": lr} for lr in (0.01, 0.05, 0.1, 0.2)],
+        "lightfm-warp-features": [{"learning_rate": lr} for lr in (0.01, 0.02, 0.05)],
     }
 
 
@@ -104,6 +109,7 @@ class Plan:
         "implicit-als",
         "lightfm-warp",
         "lightfm-bpr",
+        "lightfm-warp-features",
         "rechub-youtubednn",
         "rechub-gru4rec",
     )

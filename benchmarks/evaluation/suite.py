@@ -31,7 +31,7 @@ from benchmarks.evaluation.jobs import (
     load_stream,
     run_eval_job,
 )
-from benchmarks.evaluation.plan import Plan
+from benchmarks.evaluation.plan import ML100K_ONLY, Plan
 from benchmarks.evaluation.rating import RatingJob, RatingResult, run_rating_job
 from benchmarks.evaluation.slices import cold_slices
 from benchmarks.evaluation.splits import split_point
@@ -53,6 +53,7 @@ LIBRARY_OF = {
     "implicit-bpr": "implicit",
     "lightfm-warp": "lightfm",
     "lightfm-bpr": "lightfm",
+    "lightfm-warp-features": "lightfm",
     "rechub-youtubednn": "torch_rechub",
     "rechub-gru4rec": "torch_rechub",
 }
@@ -62,6 +63,7 @@ COST_ORDER = (
     "rechub-youtubednn",
     "implicit-bpr",
     "implicit-als",
+    "lightfm-warp-features",
     "lightfm-warp",
     "lightfm-bpr",
     OURS,
@@ -239,12 +241,19 @@ def run_evaluation(
     # each stream's peers are tuned on the tail of that stream's own training part
     drift_train_stop = split_point(drift_start, 1.0 - plan.drift_validation_fraction)
     tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, drift_spec.name: {}}
-    params = {name: {peer: _base_params(plan, peer) for peer in peers} for name in tuned}
+    drift_peers = [peer for peer in peers if peer not in ML100K_ONLY]
+    params = {
+        name: {
+            peer: _base_params(plan, peer)
+            for peer in (peers if name == ML100K.name else drift_peers)
+        }
+        for name in tuned
+    }
     temporal_params: dict[str, dict[str, Any]] = {}
     if plan.tune and peers:
         print("tuning the peers on the validation stretches", file=log)
         jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start, True)
-        jobs += _tune_jobs(plan, peers, drift_spec, drift_train_stop, drift_start, False)
+        jobs += _tune_jobs(plan, drift_peers, drift_spec, drift_train_stop, drift_start, False)
         for result in _run_all(jobs, run_tune_job, workers, log, "tuned"):
             tuned[result.stream][result.kind] = result
             chosen = params[result.stream][result.kind]
