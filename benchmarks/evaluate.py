@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/evaluate.py            # full: 3 seeds, tuned peers
     PYTHONPATH=. python benchmarks/evaluate.py --quick    # about a minute, one seed
+    PYTHONPATH=. python benchmarks/evaluate.py --readme README.md  # and the README's table
 
 Writes benchmarks/results/evaluation.{json,md} and hr_over_stream.png. Needs the
 `bench` extra (implicit, lightfm); a peer whose library is missing is left out.
@@ -30,10 +31,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the what-if runs")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS}")
+    parser.add_argument(
+        "--readme", type=Path, default=None, help="also rewrite this README's quality section"
+    )
     args = parser.parse_args()
-    run_evaluation(
+    report = run_evaluation(
         args.out, args.quick, args.seeds, args.workers, diagnostics=not args.no_diagnostics
     )
+    if args.readme is not None:
+        from benchmarks.evaluation.readme import quality_section, update_readme
+
+        update_readme(args.readme, quality_section(report))
 
 
 if __name__ == "__main__":

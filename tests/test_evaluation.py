@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -369,3 +370,15 @@ def test_river_rating_models_learn() -> None:
     for kind in RIVER_MODELS:
         result = progressive_errors(events, RiverRatingSystem(kind))
         assert result.events == 40 and 0.0 < result.mae < 4.0
+
+
+def test_readme_holds_the_generated_quality_section(tmp_path: Path) -> None:
+    from benchmarks.evaluation.readme import BEGIN, END, update_readme
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    assert text.index(BEGIN) < text.index(END)
+    copy = tmp_path / "README.md"
+    copy.write_text(f"before\n{BEGIN}\nold\n{END}\nafter\n")
+    update_readme(copy, f"{BEGIN}\nnew\n{END}")
+    assert copy.read_text() == f"before\n{BEGIN}\nnew\n{END}\nafter\n"
