@@ -14,6 +14,7 @@ negatives are drawn from the items seen before the mini-batch's end. Item index 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -24,15 +25,14 @@ from benchmarks.evaluation.stream import EncodedStream
 from benchmarks.evaluation.systems.base import Scores
 
 
-def last_items(
-    stream: EncodedStream, positions: NDArray[np.int64], length: int
-) -> NDArray[np.int64]:
-    """Per position: the user's last `length` items before it, +1, left-padded with 0."""
-    out = np.zeros((positions.size, length), dtype=np.int64)
-    for row, position in enumerate(positions.tolist()):
-        seen = stream.history(position)[-length:]
-        if seen.size:
-            out[row, length - seen.size :] = seen + 1
+def padded(histories: Iterable[NDArray[np.int64]], length: int) -> NDArray[np.int64]:
+    """One row per history: its last `length` items +1, left-padded with 0."""
+    rows = list(histories)
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    for row, seen in enumerate(rows):
+        tail = seen[-length:]
+        if tail.size:
+            out[row, length - tail.size :] = tail + 1
     return out
 
 
@@ -113,11 +113,12 @@ class RechubTowerSystem:
             # the tower's batch norm cannot take a batch of one in training mode: such a
             # batch is learned with the running statistics
             self._model.train(b - a > 1)
-            positions = np.arange(a, b)
             known = stream.items_before(b)
             x = {
                 "user": torch.from_numpy(stream.users[a:b]),
-                "history": torch.from_numpy(last_items(stream, positions, self.history)),
+                "history": torch.from_numpy(
+                    padded((stream.history(p) for p in range(a, b)), self.history)
+                ),
                 "item": torch.from_numpy(stream.items[a:b] + 1),
                 "negatives": torch.from_numpy(
                     self._rng.integers(1, known + 1, size=(b - a, self.negatives))
@@ -134,11 +135,10 @@ class RechubTowerSystem:
     def scores(self, users: NDArray[np.int64], n_items: int) -> Scores:
         stream = self._stream
         assert stream is not None
-        histories = np.zeros((users.size, self.history), dtype=np.int64)
-        for row, user in enumerate(users.tolist()):
-            seen = stream.user_items_before(user, self._learned)[-self.history :]
-            if seen.size:
-                histories[row, self.history - seen.size :] = seen + 1
+        histories = padded(
+            (stream.user_items_before(user, self._learned) for user in users.tolist()),
+            self.history,
+        )
         self._model.eval()
         with torch.no_grad():
             self._model.mode = "user"
