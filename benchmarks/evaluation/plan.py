@@ -114,6 +114,7 @@ class Plan:
         "rechub-gru4rec",
     )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
+    rating_predictors: tuple[str, ...] = ("river-baseline", "river-biasedmf", "river-fm")
 
     @classmethod
     def quick(cls) -> Plan:
@@ -132,6 +133,9 @@ class Plan:
             default_params=defaults,
             diagnostics={},
             service_micro_batch=None,
+            # minutes each at full size: covered by their unit tests instead
+            peers=tuple(peer for peer in PEERS if not peer.startswith("rechub-")),
+            rating_predictors=("river-baseline",),
         )
 
     def with_seeds(self, seeds: int) -> Plan:

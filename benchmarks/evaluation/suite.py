@@ -44,7 +44,6 @@ from benchmarks.evaluation.summary import (
     prequential_table,
     temporal_table,
 )
-from benchmarks.evaluation.systems.river_rating import RIVER_MODELS
 from benchmarks.evaluation.tuning import TuneJob, TuneResult, run_tune_job
 
 ML100K = StreamSpec("ml-100k")
@@ -280,7 +279,7 @@ def run_evaluation(
     drifting = [r for r in results if r.job in drift_jobs]
     steady = [r for r in results if r.job in steady_jobs]
     diag = [r for r in results if r.job in diag_jobs]
-    ratings = _ratings(workers, log)
+    ratings = _ratings(plan, workers, log)
 
     slices = {
         ML100K.name: cold_slices(stream, test_start),
@@ -322,12 +321,12 @@ def run_evaluation(
     return report
 
 
-def _ratings(workers: int, log: TextIO) -> list[RatingResult]:
+def _ratings(plan: Plan, workers: int, log: TextIO) -> list[RatingResult]:
     """Progressive RMSE/MAE on MovieLens-100K's ratings (River's protocol), where River is."""
     if importlib.util.find_spec("river") is None:
         print("ratings: river is not installed (pip install 'recstream[bench]')", file=log)
         return []
-    jobs = [RatingJob(ML100K.name, kind) for kind in RIVER_MODELS]
+    jobs = [RatingJob(ML100K.name, kind) for kind in plan.rating_predictors]
     return _run_all(jobs, run_rating_job, workers, log, "rated")
 
 
