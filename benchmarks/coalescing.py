@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import uuid
 from typing import Any
 
@@ -25,10 +24,9 @@ OWN_SHARE = 0.8  # of a coalescing variant's own sustained rate
 FRESHNESS_S = 10.0
 
 
-def flags(interval: float, checkpoints: str) -> list[str]:
-    """A later --checkpoint-dir overrides end_to_end's "none": checkpoints on, in a
-    directory of this run's own, at the default interval."""
-    return ["--checkpoint-dir", checkpoints, "--publish-interval-s", str(interval)]
+def flags(interval: float) -> list[str]:
+    """Checkpoints stay on at the default interval (end_to_end's learners keep them)."""
+    return ["--publish-interval-s", str(interval)]
 
 
 def main() -> None:
@@ -43,23 +41,14 @@ def main() -> None:
     n = args.events
     events = end_to_end.payloads(n)
     runs: list[dict[str, Any]] = []
-    with (
-        Service("kafka") as bootstrap,
-        Service("redis") as redis_url,
-        tempfile.TemporaryDirectory(prefix="recstream-coalescing-") as state,
-    ):
+    with Service("kafka") as bootstrap, Service("redis") as redis_url:
         topic = f"bench.views.{uuid.uuid4().hex[:8]}"
         end_to_end.fill(bootstrap, topic, events)
         ceiling = end_to_end.raw_read_rate(bootstrap, topic, n)
         print(f"{n:,} events; kafka-python alone: {ceiling:,.0f} events/s")
 
-        def directory() -> str:
-            return tempfile.mkdtemp(dir=state)
-
         for interval in args.intervals:
-            run = end_to_end.sustained_rate(
-                bootstrap, redis_url, topic, n, 2, flags(interval, directory())
-            )
+            run = end_to_end.sustained_rate(bootstrap, redis_url, topic, 0, n, 2, flags(interval))
             run["publish_interval_s"] = interval
             run["ratio_to_ceiling"] = round(run["events_per_s"] / ceiling, 3)
             runs.append(run)
@@ -75,7 +64,7 @@ def main() -> None:
                     share * rate,
                     FRESHNESS_S,
                     2,
-                    flags(run["publish_interval_s"], directory()),
+                    flags(run["publish_interval_s"]),
                 )
                 point[f"share_of_{of}_rate"] = share
                 run["freshness"].append(point)

@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -143,18 +144,24 @@ class Learner:
     own), a fresh consumer group, its log in /tmp."""
 
     def __init__(
-        self, bootstrap: str, redis_url: str, topic: str, prefix: str, workers: int
+        self,
+        bootstrap: str,
+        redis_url: str,
+        topic: str,
+        prefix: str,
+        workers: int,
+        extra: Sequence[str] = (),
     ) -> None:
         self.prefix, self.workers = prefix, workers
         self.port = metrics_ports(workers)
         self.state = tempfile.mkdtemp(prefix="recstream-bench-state-")
         args = [
             LEARNER["python"], "-m", "consumers.cli", "consume",
-            "--bootstrap", bootstrap, "--topic", topic, "--users-topic", "",
+            "--bootstrap", bootstrap, "--topic", topic, "--users-topic", "", "--items-topic", "",
             "--group", f"bench-{uuid.uuid4().hex[:8]}", "--redis", redis_url,
             "--prefix", prefix, "--workers", str(workers),
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.port),
-            "--state-dir", self.state,
+            "--state-dir", self.state, *extra,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": LEARNER["tree"]}
         self.log = open(f"/tmp/recstream-bench-{prefix.strip(':')}.log", "wb")  # noqa: SIM115
@@ -193,14 +200,21 @@ def learned(client: Any, prefix: str) -> int:
 
 
 def sustained_rate(
-    bootstrap: str, redis_url: str, topic: str, warmup: int, n: int, workers: int
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    warmup: int,
+    n: int,
+    workers: int,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Events/s learned over the measured stream's 5% to 95% (after `warmup` events)."""
+    """Events/s learned over the measured stream's 5% to 95% (after `warmup` events);
+    `extra`: flags of `consume` besides the defaults."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     learner = Learner(
-        bootstrap, redis_url, topic, f"e2e-w{workers}-{uuid.uuid4().hex[:6]}:", workers
+        bootstrap, redis_url, topic, f"e2e-w{workers}-{uuid.uuid4().hex[:6]}:", workers, extra
     )
     marks: dict[str, float] = {}
     deadline = time.monotonic() + 1800
@@ -232,7 +246,12 @@ def sustained_rate(
 
 
 def freshness(
-    bootstrap: str, redis_url: str, rate: float, seconds: float, workers: int
+    bootstrap: str,
+    redis_url: str,
+    rate: float,
+    seconds: float,
+    workers: int,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Produce at `rate` events/s for `seconds` while the learners run; probe latencies."""
     import redis
@@ -242,7 +261,7 @@ def freshness(
     client = redis.Redis.from_url(redis_url)
     topic = f"bench.fresh.{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
-    learner = Learner(bootstrap, redis_url, topic, f"fresh-{uuid.uuid4().hex[:6]}:", workers)
+    learner = Learner(bootstrap, redis_url, topic, f"fresh-{uuid.uuid4().hex[:6]}:", workers, extra)
     sender = producer(bootstrap)
     try:
         # Warm up: the learners are up and publishing before the clock starts.

@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/evaluate.py            # full: 3 seeds, tuned peers
     PYTHONPATH=. python benchmarks/evaluate.py --quick    # about a minute, one seed
+    PYTHONPATH=. python benchmarks/evaluate.py --readme README.md  # and the README's table
 
 Writes benchmarks/results/evaluation.{json,md} and hr_over_stream.png. Needs the
 `bench` extra (implicit, lightfm); a peer whose library is missing is left out.
@@ -35,8 +36,11 @@ def main() -> None:
         default="mf",
         help="our --model values to evaluate, comma-separated (default mf; e.g. mf,history)",
     )
+    parser.add_argument(
+        "--readme", type=Path, default=None, help="also rewrite this README's quality section"
+    )
     args = parser.parse_args()
-    run_evaluation(
+    report = run_evaluation(
         args.out,
         args.quick,
         args.seeds,
@@ -44,6 +48,10 @@ def main() -> None:
         diagnostics=not args.no_diagnostics,
         models=tuple(args.models.split(",")),
     )
+    if args.readme is not None:
+        from benchmarks.evaluation.readme import quality_section, update_readme
+
+        update_readme(args.readme, quality_section(report))
 
 
 if __name__ == "__main__":

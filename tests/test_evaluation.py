@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from benchmarks.evaluation.drift import recovery, trailing_mean
 from benchmarks.evaluation.prequential import common_events, run_prequential
@@ -18,6 +21,8 @@ from benchmarks.evaluation.ranking import (
     recall_at_k,
     top_k,
 )
+from benchmarks.evaluation.rating import progressive_errors
+from benchmarks.evaluation.slices import cold_slices, earlier_events
 from benchmarks.evaluation.splits import (
     by_time,
     chunk_bounds,
@@ -205,6 +210,59 @@ def test_temporal_truth_and_metrics() -> None:
     assert result.coverage == pytest.approx(2 / 3)
 
 
+def test_temporal_truth_stops_at_the_validation_end() -> None:
+    pairs = [("a", "x"), ("a", "y"), ("b", "y"), ("b", "z"), ("a", "z"), ("b", "x"), ("a", "x")]
+    truth = temporal_truth(stream_of(pairs), 4, stop=5)
+    assert truth.users.tolist() == [0]  # b's x at 5 lies past the stretch
+    assert truth.truth == [{2}]
+
+
+def test_cold_slices() -> None:
+    stream = stream_of(PAIRS)
+    assert earlier_events(stream.items).tolist() == [0, 0, 1, 1, 2, 0, 3]
+    slices = cold_slices(stream, start=2, threshold=2)
+    assert slices["cold items"].tolist() == [True, True, False, True, False]
+    assert slices["cold users"].tolist() == [True, True, True, False, False]
+
+
+def test_side_feature_rows_share_tokens_and_sum_to_one() -> None:
+    pytest.importorskip("scipy")
+    from benchmarks.evaluation.side_features import feature_matrix, item_tokens
+
+    tokens = [item_tokens({"genre": ["Drama"], "year": 1995}), item_tokens({"genre": ["Drama"]})]
+    matrix = feature_matrix(["1", "2"], tokens).toarray()
+    assert matrix.shape == (2, 4)  # two ids, Drama, the 1990s
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+    assert matrix[0, 2] > 0 and matrix[1, 2] > 0 and matrix[1, 3] == 0
+
+
+class MeanRating:
+    """Predicts the mean of the ratings learned so far (3 before any)."""
+
+    name = "mean"
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.ratings: list[float] = []
+
+    def predict(self, events: Sequence[ViewEvent]) -> NDArray[np.float64]:
+        return np.full(len(events), np.mean(self.ratings) if self.ratings else 3.0)
+
+    def learn(self, events: Sequence[ViewEvent]) -> None:
+        self.ratings += [event.rating for event in events if event.rating is not None]
+
+
+def test_progressive_errors_predict_before_learning() -> None:
+    ratings = [5.0, 1.0, None, 3.0]
+    events = [ViewEvent("u", str(i), float(i), 1.0, r) for i, r in enumerate(ratings)]
+    result = progressive_errors(events, MeanRating(step=1))
+    # predictions 3, 5, (skipped), 3 against 5, 1, 3
+    assert result.events == 3
+    assert result.mae == pytest.approx((2 + 4 + 0) / 3)
+    assert result.rmse == pytest.approx(math.sqrt((4 + 16 + 0) / 3))
+    assert progressive_errors(events, MeanRating(step=4)).mae == pytest.approx(4 / 3)
+
+
 # statistics and drift ------------------------------------------------------------------
 
 
@@ -260,16 +318,67 @@ def test_online_learner_adapter_scores_known_rows() -> None:
     assert sum(system.cost.events) == len(stream)
 
 
-@pytest.mark.parametrize("kind", ["implicit-als", "implicit-bpr", "lightfm-warp"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "implicit-als",
+        "implicit-bpr",
+        "lightfm-warp",
+        "lightfm-warp-features",
+        "rechub-youtubednn",
+        "rechub-gru4rec",
+    ],
+)
 def test_peer_adapters(kind: str) -> None:
-    pytest.importorskip(kind.split("-")[0])
+    library = {"rechub": "torch_rechub"}.get(kind.split("-")[0], kind.split("-")[0])
+    pytest.importorskip(library)
     from benchmarks.evaluation.jobs import SystemSpec, build_system
 
     params = {
         "implicit-als": {"iterations": 2},
         "implicit-bpr": {"iterations": 2},
         "lightfm-warp": {"epochs": 1, "chunk_epochs": 1},
+        "lightfm-warp-features": {"epochs": 1, "chunk_epochs": 1},
+        "rechub-youtubednn": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
+        "rechub-gru4rec": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
     }[kind]
     system = build_system(SystemSpec(kind, params), chunk=2, factors=4)
     trace = run_prequential(stream_of(PAIRS), system, start=2, chunk=2, k=3)
     assert trace.counts()["common_scored"] == 2
+
+
+def test_implicit_als_partial_fits_between_retrains() -> None:
+    pytest.importorskip("implicit")
+    from benchmarks.evaluation.jobs import SystemSpec, build_system
+
+    spec = SystemSpec("implicit-als", {"iterations": 2, "step": 1})
+    system = build_system(spec, chunk=4, factors=4)
+    stream = stream_of(PAIRS)
+    system.fit(stream, 2)
+    before = system.scores(np.array([0]), 2).copy()
+    system.update(stream, 2, 3)  # a watches y: a partial fit of a and y
+    assert not np.allclose(system.scores(np.array([0]), 2), before)
+    trace = run_prequential(stream, system, start=2, chunk=4, k=3)
+    assert len(trace.update_events) == len(stream) - 2  # one update per event
+
+
+def test_river_rating_models_learn() -> None:
+    pytest.importorskip("river")
+    from benchmarks.evaluation.systems.river_rating import RIVER_MODELS, RiverRatingSystem
+
+    events = [ViewEvent(str(i % 3), str(i % 4), float(i), 1.0, 1.0 + i % 5) for i in range(40)]
+    for kind in RIVER_MODELS:
+        result = progressive_errors(events, RiverRatingSystem(kind))
+        assert result.events == 40 and 0.0 < result.mae < 4.0
+
+
+def test_readme_holds_the_generated_quality_section(tmp_path: Path) -> None:
+    from benchmarks.evaluation.readme import BEGIN, END, update_readme
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    assert text.index(BEGIN) < text.index(END)
+    copy = tmp_path / "README.md"
+    copy.write_text(f"before\n{BEGIN}\nold\n{END}\nafter\n")
+    update_readme(copy, f"{BEGIN}\nnew\n{END}")
+    assert copy.read_text() == f"before\n{BEGIN}\nnew\n{END}\nafter\n"

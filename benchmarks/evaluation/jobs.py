@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,12 +72,17 @@ def load_stream(spec: StreamSpec) -> EncodedStream:
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """Which system, its hyper-parameters and seed; `name` labels it in the report."""
+    """Which system, its hyper-parameters and seed; `name` labels it in the report.
+
+    `temporal_params`: the hyper-parameters tuned for the temporal split, where they
+    differ from `params` (tuned for the prequential protocol); None: `params` for both.
+    """
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     name: str = ""
+    temporal_params: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -102,15 +107,23 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         from benchmarks.evaluation.systems.implicit_mf import ImplicitRetrainSystem
 
         kind = spec.kind.split("-")[1]
-        return ImplicitRetrainSystem(kind, params, spec.seed, factors, chunk, spec.label)
-    if spec.kind in ("lightfm-warp", "lightfm-bpr"):
+        step = params.pop("step", chunk)
+        return ImplicitRetrainSystem(kind, params, spec.seed, factors, step, spec.label, chunk)
+    if spec.kind in ("lightfm-warp", "lightfm-bpr", "lightfm-warp-features"):
         from benchmarks.evaluation.systems.lightfm_mf import LightFMPartialSystem
 
         loss = spec.kind.split("-")[1]
         epochs, chunk_epochs = params.pop("epochs"), params.pop("chunk_epochs")
+        step = params.pop("step", chunk)
+        features = spec.kind.endswith("-features")
         return LightFMPartialSystem(
-            loss, params, spec.seed, epochs, chunk_epochs, factors, chunk, spec.label
+            loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label, features
         )
+    if spec.kind in ("rechub-youtubednn", "rechub-gru4rec"):
+        from benchmarks.evaluation.systems.rechub_towers import RechubTowerSystem
+
+        architecture = spec.kind.split("-")[1]
+        return RechubTowerSystem(architecture, spec.seed, factors, name=spec.label, **params)
     raise ValueError(f"unknown system kind {spec.kind!r}")
 
 
@@ -145,7 +158,12 @@ def run_eval_job(job: EvalJob) -> EvalResult:
     fit_seconds = time.perf_counter() - began
     temporal = None
     if job.temporal:
-        temporal = evaluate_temporal(system, temporal_truth(stream, job.start), job.k)
+        scored = system
+        if job.system.temporal_params is not None:
+            spec = replace(job.system, params=job.system.temporal_params, temporal_params=None)
+            scored = build_system(spec, job.chunk, job.factors)
+            scored.fit(stream, job.start)
+        temporal = evaluate_temporal(scored, temporal_truth(stream, job.start), job.k)
     served_before = _served(system)
     trace = run_prequential(stream, system, job.start, job.chunk, job.k, job.stop, fit=False)
     trace.fit_seconds = fit_seconds

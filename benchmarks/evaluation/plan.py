@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-PEERS = ("implicit-als", "implicit-bpr", "lightfm-warp", "lightfm-bpr")
+PEERS = (
+    "implicit-als",
+    "implicit-bpr",
+    "lightfm-warp",
+    "lightfm-bpr",
+    "lightfm-warp-features",
+    "rechub-youtubednn",
+    "rechub-gru4rec",
+)
+# peers that need side information, which only MovieLens-100K has
+ML100K_ONLY = ("lightfm-warp-features",)
 
 
 def _default_params() -> dict[str, dict[str, Any]]:
@@ -15,6 +25,10 @@ def _default_params() -> dict[str, dict[str, Any]]:
         "implicit-bpr": {"learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
         "lightfm-warp": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
         "lightfm-bpr": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+        "lightfm-warp-features": {"learning_rate": 0.05, "epochs": 10, "chunk_epochs": 1},
+        # not tuned (no grid): each fit is minutes; torch-rechub's example settings
+        "rechub-youtubednn": {"epochs": 5},
+        "rechub-gru4rec": {"epochs": 5},
     }
 
 
@@ -25,20 +39,24 @@ def _service_batch_size() -> int:
 
 
 def _grids() -> dict[str, list[dict[str, Any]]]:
+    """Each grid is wide enough that the choices of the last full run sit inside it
+    (widened where a choice sat on an edge: ALS regularization and alpha, BPR learning
+    rate and regularization, LightFM learning rates and epochs)."""
     return {
         "implicit-als": [
             {"regularization": reg, "alpha": alpha, "iterations": 15}
-            for reg in (0.1, 1.0, 10.0, 30.0)
-            for alpha in (0.3, 1.0, 10.0)
+            for reg in (1.0, 10.0, 30.0, 100.0, 300.0)
+            for alpha in (0.03, 0.1, 0.3, 1.0, 10.0, 30.0)
         ],
         # iterations stay at 100: each retrain is the run's most expensive step
         "implicit-bpr": [
             {"learning_rate": lr, "regularization": reg, "iterations": 100}
-            for lr in (0.003, 0.01, 0.03)
-            for reg in (0.003, 0.01, 0.03)
+            for lr in (0.0003, 0.001, 0.003, 0.01, 0.03)
+            for reg in (0.003, 0.01, 0.03, 0.1, 0.3)
         ],
-        "lightfm-warp": [{"learning_rate": lr} for lr in (0.003, 0.01, 0.05)],
-        "lightfm-bpr": [{"learning_rate": lr} for lr in (0.003, 0.01, 0.05)],
+        "lightfm-warp": [{"learning_rate": lr} for lr in (0.001, 0.003, 0.01, 0.02, 0.05)],
+        "lightfm-bpr": [{"learning_rate": lr} for lr in (0.01, 0.05, 0.1, 0.2)],
+        "lightfm-warp-features": [{"learning_rate": lr} for lr in (0.01, 0.02, 0.05)],
     }
 
 
@@ -83,10 +101,21 @@ class Plan:
     peers: tuple[str, ...] = PEERS
     default_params: dict[str, dict[str, Any]] = field(default_factory=_default_params)
     grids: dict[str, list[dict[str, Any]]] = field(default_factory=_grids)
-    lightfm_epochs: tuple[int, ...] = (2, 5, 10, 20)
-    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30)
+    lightfm_epochs: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200)
+    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100)
+    # peers that take the learner's micro-batch as their step (LightFM's fit_partial,
+    # implicit ALS's partial fits); the others retrain once per chunk
+    at_cadence: tuple[str, ...] = (
+        "implicit-als",
+        "lightfm-warp",
+        "lightfm-bpr",
+        "lightfm-warp-features",
+        "rechub-youtubednn",
+        "rechub-gru4rec",
+    )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
     models: tuple[str, ...] = ("mf",)  # our `--model` values evaluated (mf labelled `recstream`)
+    rating_predictors: tuple[str, ...] = ("river-baseline", "river-biasedmf", "river-fm")
 
     @classmethod
     def quick(cls) -> Plan:
@@ -105,6 +134,9 @@ class Plan:
             default_params=defaults,
             diagnostics={},
             service_micro_batch=None,
+            # minutes each at full size: covered by their unit tests instead
+            peers=tuple(peer for peer in PEERS if not peer.startswith("rechub-")),
+            rating_predictors=("river-baseline",),
         )
 
     def with_models(self, models: tuple[str, ...]) -> Plan:

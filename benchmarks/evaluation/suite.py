@@ -31,8 +31,11 @@ from benchmarks.evaluation.jobs import (
     load_stream,
     run_eval_job,
 )
-from benchmarks.evaluation.plan import Plan
+from benchmarks.evaluation.plan import ML100K_ONLY, Plan
+from benchmarks.evaluation.rating import RatingJob, RatingResult, run_rating_job
+from benchmarks.evaluation.slices import cold_slices
 from benchmarks.evaluation.splits import split_point
+from benchmarks.evaluation.stream import BoolArray
 from benchmarks.evaluation.summary import (
     by_label,
     curves,
@@ -49,9 +52,21 @@ LIBRARY_OF = {
     "implicit-bpr": "implicit",
     "lightfm-warp": "lightfm",
     "lightfm-bpr": "lightfm",
+    "lightfm-warp-features": "lightfm",
+    "rechub-youtubednn": "torch_rechub",
+    "rechub-gru4rec": "torch_rechub",
 }
 # rough relative cost, to start the longest jobs first
-COST_ORDER = ("implicit-bpr", "implicit-als", "lightfm-warp", "lightfm-bpr", OURS)
+COST_ORDER = (
+    "rechub-gru4rec",
+    "rechub-youtubednn",
+    "implicit-bpr",
+    "implicit-als",
+    "lightfm-warp-features",
+    "lightfm-warp",
+    "lightfm-bpr",
+    OURS,
+)
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -103,14 +118,25 @@ def available_peers(plan: Plan) -> tuple[list[str], dict[str, str]]:
     return kept, missing
 
 
+def _base_params(plan: Plan, peer: str) -> dict[str, Any]:
+    """The peer's defaults, with the learner's micro-batch as its step where it can afford it."""
+    cadence = {"step": plan.micro_batch} if peer in plan.at_cadence else {}
+    return {**plan.default_params[peer], **cadence}
+
+
 def _tune_jobs(
-    plan: Plan, peers: list[str], stream: StreamSpec, train_stop: int, val_stop: int
+    plan: Plan,
+    peers: list[str],
+    stream: StreamSpec,
+    train_stop: int,
+    val_stop: int,
+    temporal: bool,
 ) -> list[TuneJob]:
     jobs = []
-    for peer in peers:
+    for peer in (peer for peer in peers if peer in plan.grids):  # the others run defaults
         lightfm = peer.startswith("lightfm")
         grid = [
-            {**plan.default_params[peer], **point, **({"chunk_epochs": 0} if lightfm else {})}
+            {**_base_params(plan, peer), **point, **({"chunk_epochs": 0} if lightfm else {})}
             for point in plan.grids[peer]
         ]
         jobs.append(
@@ -126,15 +152,28 @@ def _tune_jobs(
                 plan.factors,
                 plan.lightfm_epochs if lightfm else (),
                 plan.lightfm_chunk_epochs if lightfm else (),
+                temporal,
             )
         )
     return sorted(jobs, key=lambda job: COST_ORDER.index(job.kind))
 
 
 def _eval_jobs(
-    plan: Plan, params: dict[str, dict[str, Any]], stream: StreamSpec, start: int, temporal: bool
+    plan: Plan,
+    params: dict[str, dict[str, Any]],
+    stream: StreamSpec,
+    start: int,
+    temporal: bool,
+    temporal_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[EvalJob]:
-    specs = [SystemSpec(kind, peer, seed) for kind, peer in params.items() for seed in plan.seeds]
+    """Every system and seed on `stream`; a peer whose temporal choice differs from its
+    prequential one is scored on the temporal split with `temporal_params`."""
+    chosen = temporal_params or {}
+    specs = [
+        SystemSpec(kind, peer, seed, temporal_params=chosen.get(kind))
+        for kind, peer in params.items()
+        for seed in plan.seeds
+    ]
     for model in plan.models:
         ours = OURS if model == "mf" else f"{OURS}-{model}"
         steps = {ours: plan.micro_batch}
@@ -210,17 +249,27 @@ def run_evaluation(
     # each stream's peers are tuned on the tail of that stream's own training part
     drift_train_stop = split_point(drift_start, 1.0 - plan.drift_validation_fraction)
     tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, drift_spec.name: {}}
-    params = {name: {peer: dict(plan.default_params[peer]) for peer in peers} for name in tuned}
+    drift_peers = [peer for peer in peers if peer not in ML100K_ONLY]
+    params = {
+        name: {
+            peer: _base_params(plan, peer)
+            for peer in (peers if name == ML100K.name else drift_peers)
+        }
+        for name in tuned
+    }
+    temporal_params: dict[str, dict[str, Any]] = {}
     if plan.tune and peers:
         print("tuning the peers on the validation stretches", file=log)
-        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start)
-        jobs += _tune_jobs(plan, peers, drift_spec, drift_train_stop, drift_start)
+        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start, True)
+        jobs += _tune_jobs(plan, drift_peers, drift_spec, drift_train_stop, drift_start, False)
         for result in _run_all(jobs, run_tune_job, workers, log, "tuned"):
             tuned[result.stream][result.kind] = result
             chosen = params[result.stream][result.kind]
             params[result.stream][result.kind] = {**chosen, **result.best}
+            if result.best_temporal is not None and result.best_temporal != result.best:
+                temporal_params[result.kind] = {**chosen, **result.best_temporal}
 
-    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True)
+    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True, temporal_params)
     drift_jobs = _eval_jobs(plan, params[drift_spec.name], drift_spec, drift_start, False)
     # The steady stream's peers keep the parameters tuned on the drifting stream's
     # validation stretch, which lies before its drift: the same generator, undrifted.
@@ -239,7 +288,13 @@ def run_evaluation(
     drifting = [r for r in results if r.job in drift_jobs]
     steady = [r for r in results if r.job in steady_jobs]
     diag = [r for r in results if r.job in diag_jobs]
+    ratings = _ratings(plan, workers, log)
 
+    slices = {
+        ML100K.name: cold_slices(stream, test_start),
+        drift_spec.name: cold_slices(drift_stream, drift_start),
+        steady_spec.name: cold_slices(steady_stream, drift_start),
+    }
     report = _report(
         plan,
         host,
@@ -250,7 +305,9 @@ def run_evaluation(
         diag,
         tuned,
         params,
+        temporal_params,
         missing,
+        slices,
         splits={
             "events": n,
             "validation": [train_stop, test_start],
@@ -261,6 +318,7 @@ def run_evaluation(
             "drift_at": drift_point,
         },
     )
+    report["ratings"] = [result.as_dict() for result in ratings]
     report["seconds"] = round(time.perf_counter() - began, 1)
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     _write(report, Path(out_dir))
@@ -270,6 +328,15 @@ def run_evaluation(
         file=log,
     )
     return report
+
+
+def _ratings(plan: Plan, workers: int, log: TextIO) -> list[RatingResult]:
+    """Progressive RMSE/MAE on MovieLens-100K's ratings (River's protocol), where River is."""
+    if importlib.util.find_spec("river") is None:
+        print("ratings: river is not installed (pip install 'recstream[bench]')", file=log)
+        return []
+    jobs = [RatingJob(ML100K.name, kind) for kind in plan.rating_predictors]
+    return _run_all(jobs, run_rating_job, workers, log, "rated")
 
 
 def _report(
@@ -282,7 +349,9 @@ def _report(
     diag: list[EvalResult],
     tuned: dict[str, dict[str, TuneResult]],
     params: dict[str, dict[str, dict[str, Any]]],
+    temporal_params: dict[str, dict[str, Any]],
     missing: dict[str, str],
+    slices: dict[str, dict[str, BoolArray]],
     splits: dict[str, Any],
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
@@ -300,24 +369,30 @@ def _report(
         "splits": splits,
         "peers_missing": missing,
         "hyper_parameters": params,
+        "hyper_parameters_temporal": {ML100K.name: temporal_params},
         "tuning": {
             stream_name: {
-                kind: {"best": result.best, "seconds": result.seconds, "trials": result.trials}
+                kind: {
+                    "best": result.best,
+                    "best_temporal": result.best_temporal,
+                    "seconds": result.seconds,
+                    "trials": result.trials,
+                }
                 for kind, result in results.items()
             }
             for stream_name, results in tuned.items()
         },
-        "prequential": prequential_table(grouped),
+        "prequential": prequential_table(grouped, slices[ML100K.name]),
         "temporal": temporal_table(grouped),
         "paired": paired_table(grouped, stream, rng, plan.bootstrap),
         "curves": curves(grouped, plan.window),
         "drift": {
             "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),
-            "prequential": prequential_table(drift_grouped),
+            "prequential": prequential_table(drift_grouped, slices["synthetic-drift"]),
             "curves": curves(drift_grouped, plan.window),
         },
         "steady": {
-            "prequential": prequential_table(steady_grouped),
+            "prequential": prequential_table(steady_grouped, slices["synthetic-steady"]),
             "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap),
             "curves": curves(steady_grouped, plan.window),
         },

@@ -11,8 +11,9 @@ from numpy.typing import NDArray
 
 from benchmarks.evaluation.drift import recovery, trailing_mean
 from benchmarks.evaluation.jobs import OURS, EvalResult
+from benchmarks.evaluation.prequential import PrequentialTrace
 from benchmarks.evaluation.stats import mean_se, paired_comparison, seed_spread
-from benchmarks.evaluation.stream import EncodedStream
+from benchmarks.evaluation.stream import BoolArray, EncodedStream
 
 FloatArray = NDArray[np.float64]
 CURVE_POINTS = 200
@@ -39,9 +40,12 @@ def _metric(per_event: FloatArray, per_seed: list[float]) -> dict[str, Any]:
     return {"mean": mean, "se": se, "seeds": seed_spread(per_seed)}
 
 
-def prequential_table(grouped: dict[str, list[EvalResult]]) -> dict[str, Any]:
+def prequential_table(
+    grouped: dict[str, list[EvalResult]], slices: dict[str, BoolArray] | None = None
+) -> dict[str, Any]:
     """Per system: common-set HR/NDCG (SE over events of the seed-mean; spread over seeds),
-    the system's own set, its counts and costs."""
+    the system's own set, its counts and costs; `slices` (masks over the scored stretch)
+    restrict the common set, under `slices` in each entry."""
     table: dict[str, Any] = {}
     for label, results in grouped.items():
         traces = [result.trace for result in results]
@@ -52,6 +56,9 @@ def prequential_table(grouped: dict[str, list[EvalResult]]) -> dict[str, Any]:
                 seeds = [float(np.nanmean(array)) for array in arrays]
                 key = f"{name}_{'hr' if metric == 'hit' else 'ndcg'}@10"
                 entry[key] = _metric(_seed_mean(arrays), seeds)
+        entry["slices"] = {
+            slice_name: _slice(traces, mask) for slice_name, mask in (slices or {}).items()
+        }
         entry["cost"] = _mean_cost([result.cost for result in results])
         served = [result.served for result in results if result.served]
         if served:
@@ -60,6 +67,25 @@ def prequential_table(grouped: dict[str, list[EvalResult]]) -> dict[str, Any]:
             }
         table[label] = entry
     return table
+
+
+def _slice(traces: Sequence[PrequentialTrace], mask: BoolArray) -> dict[str, Any]:
+    """HR/NDCG over the events of `mask` (cut to the traces' length), on the common set
+    (the same events for every system) and on the system's own set (its own events: a
+    system that updates more often scores more of a cold user's first events)."""
+    entry: dict[str, Any] = {}
+    for name in ("common", "own"):
+        part: dict[str, Any] = {}
+        for metric in ("hit", "ndcg"):
+            arrays = [
+                getattr(trace, f"{name}_{metric}")[mask[: trace.common_hit.size]]
+                for trace in traces
+            ]
+            seeds = [float(np.nanmean(array)) if array.size else float("nan") for array in arrays]
+            part[f"{'hr' if metric == 'hit' else 'ndcg'}@10"] = _metric(_seed_mean(arrays), seeds)
+            part["events"] = int(np.count_nonzero(~np.isnan(arrays[0])))
+        entry[name] = part
+    return entry
 
 
 def _mean_cost(costs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Users present in both parts are evaluated. A user's truth is the items they watched in
 the test part that exist in the training catalogue and that they had not watched in
-training; candidates are every training item minus the user's own training items.
+training; candidates are every training item minus the user's own training items. The
+test part is `[split, stop)`: the rest of the stream, or a validation stretch that ends
+where the real test begins (peers are tuned on that, never on the test).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class TemporalTruth:
     dropped_new_items: int
 
 
-def temporal_truth(stream: EncodedStream, split: int) -> TemporalTruth:
+def temporal_truth(stream: EncodedStream, split: int, stop: int | None = None) -> TemporalTruth:
     n_users, n_catalog = stream.users_before(split), stream.items_before(split)
     users: list[int] = []
     truth: list[set[int]] = []
@@ -46,6 +48,8 @@ def temporal_truth(stream: EncodedStream, split: int) -> TemporalTruth:
     for user in range(n_users):
         own = stream.user_items_before(user, split)
         later = stream.user_items[user][own.size :]
+        if stop is not None:
+            later = later[: stream.user_items_before(user, stop).size - own.size]
         fresh = set(later.tolist()) - set(own.tolist())
         known = {item for item in fresh if item < n_catalog}
         dropped += len(fresh) - len(known)

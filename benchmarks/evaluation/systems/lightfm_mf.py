@@ -1,9 +1,12 @@
-"""LightFM (WARP or BPR loss, no side features) updated with `fit_partial` per chunk.
+"""LightFM (WARP or BPR loss) updated with `fit_partial` per step.
 
 LightFM needs its matrix shape up front, so the model is sized to the whole stream's
 users and items; rows of ids that have not appeared yet are never positives and never
-candidates. The first fit takes the training prefix for `epochs`; each later chunk is
-fed once more to `fit_partial` for `chunk_epochs` (the chunk alone: no replay).
+candidates. With `features` (MovieLens-100K only), users and items also carry their side
+information (`side_features.py`), so cold ones are scored by their tokens. The first
+fit takes the training prefix for `epochs`; each later step (a chunk, or a micro-batch
+at the learner's cadence) is fed to `fit_partial` for `chunk_epochs` (the step alone:
+no replay).
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ class LightFMPartialSystem:
         factors: int = 64,
         step: int = 1000,
         name: str | None = None,
+        features: bool = False,
     ) -> None:
         self.name = name or f"lightfm-{loss}"
+        self.features = features
+        self._user_features: Any = None
+        self._item_features: Any = None
         self.loss = loss
         self.params = dict(params)
         self.seed = seed
@@ -48,6 +55,10 @@ class LightFMPartialSystem:
             no_components=self.factors, loss=self.loss, random_state=self.seed, **self.params
         )
         self._shape = (stream.n_users, stream.n_items)
+        if self.features:
+            from benchmarks.evaluation.side_features import movielens_feature_matrices
+
+            self._user_features, self._item_features = movielens_feature_matrices(stream)
         self._partial(stream, 0, stop, self.epochs)
 
     def update(self, stream: EncodedStream, start: int, stop: int) -> None:
@@ -60,10 +71,16 @@ class LightFMPartialSystem:
     def _partial(self, stream: EncodedStream, start: int, stop: int, epochs: int) -> None:
         if epochs > 0 and stop > start:
             matrix = interactions(stream, start, stop, self._shape).tocoo()
-            self._model.fit_partial(matrix, epochs=epochs, num_threads=1)
+            self._model.fit_partial(
+                matrix,
+                user_features=self._user_features,
+                item_features=self._item_features,
+                epochs=epochs,
+                num_threads=1,
+            )
 
     def scores(self, users: NDArray[np.int64], n_items: int) -> Scores:
-        _, user_vectors = self._model.get_user_representations()
-        item_bias, item_vectors = self._model.get_item_representations()
+        _, user_vectors = self._model.get_user_representations(self._user_features)
+        item_bias, item_vectors = self._model.get_item_representations(self._item_features)
         scores = user_vectors[users] @ item_vectors[:n_items].T + item_bias[:n_items]
         return np.nan_to_num(scores, nan=-np.inf)  # type: ignore[no-any-return]
