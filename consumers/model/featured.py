@@ -180,11 +180,7 @@ class FeaturesModel(NeuralModel):
 
     def learn(self, batch: Batch) -> Step:
         """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
-        self.sync_rows()
-        users = batch.users.astype(np.int64, copy=False)
-        items = batch.items.astype(np.int64, copy=False)
-        self.history.add(users, items)
-        learned = np.ones(users.size, dtype=np.bool_)
+        users, items, learned = self._begin(batch)
         none = np.zeros(0, dtype=np.int64)
         if users.size == 0:
             return Step(float("nan"), learned, none)

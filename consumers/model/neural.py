@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from consumers.model.base import Floats, Ranking, Rows, TableSize
+from consumers.model.base import Batch, Floats, Ranking, Rows, TableSize
 from consumers.model.config import SearchConfig
 from consumers.model.history import History
 from consumers.model.optim import AdamRows, AdamSettings
@@ -148,6 +149,15 @@ class NeuralModel:
             table.grow_to(sizes[table.entity], self.generator)
         self.history.grow_to(len(self.users))
         self._grow_users(len(self.users))
+
+    def _begin(self, batch: Batch) -> tuple[Rows, Rows, npt.NDArray[np.bool_]]:
+        """What every `learn` does first: rows for the batch's ids, its views in their
+        users' histories; the views' (user rows, item rows, all marked learned)."""
+        self.sync_rows()
+        users = batch.users.astype(np.int64, copy=False)
+        items = batch.items.astype(np.int64, copy=False)
+        self.history.add(users, items)
+        return users, items, np.ones(users.size, dtype=np.bool_)
 
     def _grow_users(self, users: int) -> None:
         """Per-user state besides tables and history (a subclass's hook)."""

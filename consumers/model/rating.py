@@ -81,11 +81,7 @@ class BiasedRating(NeuralModel):
 
     def learn(self, batch: Batch) -> Step:
         """One Adam step on the squared error of the batch's rated views."""
-        self.sync_rows()
-        users = batch.users.astype(np.int64, copy=False)
-        items = batch.items.astype(np.int64, copy=False)
-        self.history.add(users, items)
-        learned = np.ones(users.size, dtype=np.bool_)
+        users, items, learned = self._begin(batch)
         rated = np.isfinite(batch.ratings)
         none = np.zeros(0, dtype=np.int64)
         if not rated.any():

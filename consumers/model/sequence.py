@@ -129,11 +129,7 @@ class SequenceModel(NeuralModel):
     def learn(self, batch: Batch) -> Step:
         """Views in order: each advances its user's state; those whose user had a
         previous view are learned as that state's next item."""
-        self.sync_rows()
-        users = batch.users.astype(np.int64, copy=False)
-        items = batch.items.astype(np.int64, copy=False)
-        self.history.add(users, items)
-        learned = np.ones(users.size, dtype=np.bool_)
+        users, items, learned = self._begin(batch)
         if users.size == 0:
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
         loss, moved, states = self._step(users, items, batch.weights)

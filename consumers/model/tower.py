@@ -129,11 +129,7 @@ class HistoryTower(NeuralModel):
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
         the views join the users' histories and rings."""
-        self.sync_rows()
-        users = batch.users.astype(np.int64, copy=False)
-        items = batch.items.astype(np.int64, copy=False)
-        self.history.add(users, items)
-        learned = np.ones(users.size, dtype=np.bool_)
+        users, items, learned = self._begin(batch)
         if users.size == 0:
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
         if self.config.frequency_half_life:
