@@ -167,6 +167,7 @@ def creds_topic(secured: Secured) -> Iterator[str]:
 def consume_args(secured: Secured, topic: str, *extra: str) -> list[str]:
     return [
         "--bootstrap", secured.bootstrap, "--topic", topic, "--users-topic", "",
+        "--items-topic", "",
         "--group", f"creds-{topic}", "--kafka-options", json.dumps(secured.kafka_options()),
         "--redis", secured.rediss, "--redis-options", json.dumps({"ssl_ca_certs": secured.ca}),
         "--prefix", f"creds:{topic}:", "--dim", "8", "--batch-size", "50", "--max-wait-s", "0.05",

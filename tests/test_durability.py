@@ -71,7 +71,7 @@ def consume_args(
     """
     return [
         "--bootstrap", bootstrap, "--topic", topic, "--group", f"learners-{prefix}",
-        "--redis", redis_url, "--prefix", prefix, "--users-topic", "",
+        "--redis", redis_url, "--prefix", prefix, "--users-topic", "", "--items-topic", "",
         "--dim", str(DIM), "--seed", str(SEED), "--batch-size", "250", "--max-wait-s", "0.05",
         "--checkpoint-dir", str(checkpoints), "--checkpoint-every-events", "1500",
         "--checkpoint-every-seconds", "5", "--kafka-options", KAFKA_OPTIONS, *extra,

@@ -92,7 +92,7 @@ def consume(bootstrap: str, topic: str, url: str, prefix: str, *extra: str) -> l
     """Without checkpoints: the leases are under test, not restarts with another --workers."""
     return [
         "--bootstrap", bootstrap, "--topic", topic, "--group", f"{topic}-{prefix}",
-        "--redis", url, "--prefix", prefix, "--users-topic", "", "--dim", "8",
+        "--redis", url, "--prefix", prefix, "--users-topic", "", "--items-topic", "", "--dim", "8",
         "--checkpoint-dir", "none", *extra,
     ]  # fmt: skip
 

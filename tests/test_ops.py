@@ -196,7 +196,8 @@ def live(
     port = two_free_ports()
     learner = Learner(
         ["--bootstrap", kafka_bootstrap, "--topic", topic, "--group", topic,
-         "--redis", f"{redis_url}/{db}", "--users-topic", "", "--dim", "8", "--workers", "2",
+         "--redis", f"{redis_url}/{db}", "--users-topic", "",
+         "--items-topic", "", "--dim", "8", "--workers", "2",
          "--max-users", "10000", "--max-items", "10000",
          "--checkpoint-dir", str(logs / "checkpoints"), "--checkpoint-every-events", "50"],
         logs / "learner.log",

@@ -90,6 +90,7 @@ def test_a_killed_worker_or_supervisor_restarts_exactly_and_leaves_nothing_behin
     args = [
         "--bootstrap", kafka_bootstrap, "--topic", kafka_topic, "--group", kafka_topic,
         "--redis", redis_db.url, "--prefix", redis_db.prefix, "--users-topic", "",
+        "--items-topic", "",
         "--workers", "2", "--dim", "16", "--batch-size", "200", "--max-wait-s", "0.05",
         "--checkpoint-dir", str(checkpoints), "--checkpoint-every-events", "1000",
         "--max-users", "10000", "--max-items", "10000", "--shared-dir", str(shm),
