@@ -50,6 +50,8 @@ INVALID_REASONS: Final = (
     "bad_features",
     "bad_text",
 )
+# What only a feature record (the items and users topics) can be dead-lettered for.
+FEATURE_REASONS: Final = ("bad_features", "bad_text")
 
 EntityKind = Literal["user", "item"]
 FeatureValue = str | int | float | bool | None | list[str | int | float]
