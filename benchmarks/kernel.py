@@ -88,9 +88,9 @@ def ours(
     passes: int = 1,
 ) -> tuple[float, float, float]:
     """(triplets per wall second, per CPU second, per CPU second of the compiled kernel
-    alone): `MatrixFactorization.learn`, `passes` passes (a triplet per view and pass),
-    the hardest of `negatives` uniform draws; candidates drawn and histories recorded
-    as the service does."""
+    alone, which records the batch in the histories too): `MatrixFactorization.learn`,
+    `passes` passes (a triplet per view and pass), the hardest of `negatives` uniform
+    draws; candidates drawn and histories recorded as the service does."""
 
     from consumers.model import mf
     from consumers.model.base import Batch
