@@ -174,9 +174,8 @@ class FeaturesModel(NeuralModel):
         ones = torch.ones(user_rows.shape[0], 1, device=self.device)
         return torch.cat([self._entity("user", user_rows), ones], 1)
 
-    def _item_vectors(self) -> Tensor:
-        rows = torch.arange(len(self.items), device=self.device)
-        return torch.cat([self._entity("item", rows), self.item_bias.weight], 1)
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        return torch.cat([self._entity("item", item_rows), self.item_bias.weight[item_rows]], 1)
 
     def learn(self, batch: Batch) -> Step:
         """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
@@ -304,15 +303,15 @@ class ContentModel(FeaturesModel):
         result: Tensor = (pooled @ out_w.T + out_b) * has_text
         return result
 
-    def _item_vectors(self) -> Tensor:
-        rows = torch.arange(len(self.items), device=self.device)
-        learned = self._entity("item", rows)
-        guessed = self._text_vectors(rows, None)
-        has_text = (self.word_rows.ids[: len(self.items)] != PADDING).any(1).to(self.device)
-        views = self.views[: len(self.items)].to(self.device, torch.float32)
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        learned = self._entity("item", item_rows)
+        guessed = self._text_vectors(item_rows, None)
+        on_cpu = item_rows.cpu()
+        has_text = (self.word_rows.ids[on_cpu] != PADDING).any(1).to(self.device)
+        views = self.views[on_cpu].to(self.device, torch.float32)
         trust = torch.where(has_text, views / (views + self.config.content_views), 1.0)
         blended = trust[:, None] * learned + (1 - trust[:, None]) * guessed
-        return torch.cat([blended, self.item_bias.weight], 1)
+        return torch.cat([blended, self.item_bias.weight[item_rows]], 1)
 
     def _extra_loss(self, item_rows: Tensor, tape: Tape) -> Tensor:
         """Mean squared distance of CNN(text) to the items' learned vectors (held fixed)."""

@@ -178,11 +178,14 @@ class MlpRanker(NeuralModel):
         scores[np.nonzero(kept)[0], columns[kept]] = ranked[kept]
         return scores
 
-    def user_vectors(self, user_rows: Rows) -> Floats:
-        return self.retrieval.user_vectors(user_rows)
+    def _user_vectors(self, user_rows: Tensor) -> Tensor:
+        """The retrieval's (mf's): the published vectors are the first stage's."""
+        vectors = self.retrieval.user_vectors(user_rows.cpu().numpy())
+        return torch.from_numpy(vectors).to(self.device)
 
-    def item_vectors(self, item_rows: Rows) -> Floats:
-        return self.retrieval.item_vectors(item_rows)
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        vectors = self.retrieval.item_vectors(item_rows.cpu().numpy())
+        return torch.from_numpy(vectors).to(self.device)
 
     def items_moved(self, item_rows: Collection[int]) -> None:
         self.retrieval.items_moved(item_rows)

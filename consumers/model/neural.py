@@ -14,6 +14,7 @@ private to the process: these models do not run with `--workers > 1`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
@@ -108,7 +109,7 @@ class Tape:
                 table.step(rows, leaf.grad, settings)
 
 
-class NeuralModel:
+class NeuralModel(ABC):
     """The shared half of a torch-trained `Model` (consumers/model/base.py)."""
 
     config: NeuralConfig
@@ -159,10 +160,10 @@ class NeuralModel:
         self.history.add(users, items)
         return users, items, np.ones(users.size, dtype=np.bool_)
 
-    def _grow_users(self, users: int) -> None:
+    def _grow_users(self, users: int) -> None:  # noqa: B027 (an optional hook)
         """Per-user state besides tables and history (a subclass's hook)."""
 
-    def _forget_row(self, row: int) -> None:
+    def _forget_row(self, row: int) -> None:  # noqa: B027 (an optional hook)
         """Drop per-user state besides tables and history (a subclass's hook)."""
 
     def forget_user(self, raw: Id) -> int | None:
@@ -180,13 +181,16 @@ class NeuralModel:
         self._forget_row(row)
         return row
 
+    @abstractmethod
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
         """Published vectors of these user rows, on the model's device."""
-        raise NotImplementedError
 
-    def _item_vectors(self) -> Tensor:
-        """Published vectors of every item row, on the model's device."""
-        raise NotImplementedError
+    @abstractmethod
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        """Published vectors of these item rows, on the model's device."""
+
+    def _every_item(self) -> Tensor:
+        return torch.arange(len(self.items), device=self.device)
 
     def _device_rows(self, rows: Rows) -> Tensor:
         return torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)
@@ -200,8 +204,7 @@ class NeuralModel:
     def item_vectors(self, item_rows: Rows) -> Floats:
         self.sync_rows()
         with torch.no_grad():
-            rows = self._device_rows(item_rows)
-            vectors: Floats = self._item_vectors()[rows].cpu().numpy()
+            vectors: Floats = self._item_vectors(self._device_rows(item_rows)).cpu().numpy()
         return vectors
 
     def score(self, user_rows: Rows, item_rows: Rows) -> Floats:
@@ -214,14 +217,14 @@ class NeuralModel:
         """Top-`n` (score, item row) per user by dot product, watched items excluded."""
         queries = torch.from_numpy(self.user_vectors(user_rows))
         with torch.no_grad():
-            items = self._item_vectors().cpu()
+            items = self._item_vectors(self._every_item()).cpu()
         return self.search.recommend(queries, items, self.history, user_rows, n, len(self.items))
 
     def similar(self, item_rows: Rows, n: int) -> Ranking:
         """Top-`n` (cosine, item row) per item, the item itself excluded."""
         self.sync_rows()
         with torch.no_grad():
-            items = self._item_vectors().cpu()
+            items = self._item_vectors(self._every_item()).cpu()
         return self.search.similar(item_rows, items, n, len(self.items))
 
     def items_moved(self, item_rows: Collection[int]) -> None:
@@ -237,7 +240,7 @@ class NeuralModel:
         """Tensors besides tables, layers, history and registries (a subclass's hook)."""
         return {}
 
-    def _load_extra_state(self, tensors: dict[str, Tensor]) -> None:
+    def _load_extra_state(self, tensors: dict[str, Tensor]) -> None:  # noqa: B027 (an optional hook)
         """Restore `_extra_state()` (a subclass's hook)."""
 
     def state(self) -> dict[str, Tensor]:

@@ -64,17 +64,16 @@ class BiasedRating(NeuralModel):
         ones = torch.ones(user_rows.shape[0], 1, device=self.device)
         return torch.cat([self.user_factors.weight[user_rows], ones], 1)
 
-    def _item_vectors(self) -> Tensor:
-        rows = torch.arange(self.item_factors.rows, device=self.device)
-        factors = self._item_factors(self.item_factors.weight, rows)
-        return torch.cat([factors, self.item_bias.weight], 1)
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        factors = self._item_factors(self.item_factors.weight[item_rows], item_rows)
+        return torch.cat([factors, self.item_bias.weight[item_rows]], 1)
 
     def score(self, user_rows: Rows, item_rows: Rows) -> Floats:
         """Predicted ratings of every user for every item: [users, items]."""
         self.sync_rows()
         with torch.no_grad():
             users = self._device_rows(user_rows)
-            dots = self._user_vectors(users) @ self._item_vectors()[self._device_rows(item_rows)].T
+            dots = self._user_vectors(users) @ self._item_vectors(self._device_rows(item_rows)).T
             predicted = dots + self.user_bias.weight[users] + self.mean_rating
         scores: Floats = predicted.cpu().numpy()
         return scores

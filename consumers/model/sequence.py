@@ -123,8 +123,8 @@ class SequenceModel(NeuralModel):
         )
         return states * seen[:, None]
 
-    def _item_vectors(self) -> Tensor:
-        return self.embeddings.weight
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        return self.embeddings.weight[item_rows]
 
     def learn(self, batch: Batch) -> Step:
         """Views in order: each advances its user's state; those whose user had a

@@ -123,8 +123,8 @@ class HistoryTower(NeuralModel):
         empty = torch.zeros(0, dtype=torch.int64, device=self.device)
         return self._queries(user_rows, ages, None, empty)[0]
 
-    def _item_vectors(self) -> Tensor:
-        return self.outputs.weight
+    def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        return self.outputs.weight[item_rows]
 
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
