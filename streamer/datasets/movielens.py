@@ -374,17 +374,25 @@ def read_item_features(path: str | Path) -> dict[str, Features]:
 # Users ---------------------------------------------------------------------------------
 
 
+def _put_user(
+    table: dict[str, Features], path: Path, lineno: int, fields: tuple[str, str, str, str, str]
+) -> None:
+    """One user's row of either legacy format: (id, age, gender, occupation, zip)."""
+    user, age, gender, occupation, zip_code = fields
+    features: Features = {
+        "age": _integer(path, lineno, age, "age"),
+        "gender": gender.lower(),
+        "occupation": occupation,
+        "zip_code": zip_code,
+    }
+    _put(table, path, lineno, _id(path, lineno, user, "user"), features)
+
+
 def _ml100k_users(path: Path) -> dict[str, Features]:
     table: dict[str, Features] = {}
     for lineno, fields in _rows(path, "|", _LEGACY_ENCODING):
         user, age, gender, occupation, zip_code = _need(path, lineno, fields, 5)
-        features: Features = {
-            "age": _integer(path, lineno, age, "age"),
-            "gender": gender.lower(),
-            "occupation": occupation,
-            "zip_code": zip_code,
-        }
-        _put(table, path, lineno, _id(path, lineno, user, "user"), features)
+        _put_user(table, path, lineno, (user, age, gender, occupation, zip_code))
     return table
 
 
@@ -397,13 +405,7 @@ def _ml1m_users(path: Path) -> dict[str, Features]:
             raise _bad(
                 path, lineno, f"occupation code {code} is not 0..{len(ML1M_OCCUPATIONS) - 1}"
             )
-        features: Features = {
-            "age": _integer(path, lineno, age, "age"),
-            "gender": gender.lower(),
-            "occupation": ML1M_OCCUPATIONS[code],
-            "zip_code": zip_code,
-        }
-        _put(table, path, lineno, _id(path, lineno, user, "user"), features)
+        _put_user(table, path, lineno, (user, age, gender, ML1M_OCCUPATIONS[code], zip_code))
     return table
 
 
