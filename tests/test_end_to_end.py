@@ -39,6 +39,22 @@ def consume_args(bootstrap: str, topic: str, target: RedisTarget, *extra: str) -
     ]  # fmt: skip
 
 
+def learn_until(
+    learners: list[Learner], learner: Learner, redis_db: RedisTarget, in_model: int
+) -> float:
+    """Start `learner`, wait for `in_model` events in the model, stop it: what it learned."""
+    client, prefix = redis_db.client, redis_db.prefix
+    learners.append(learner.start())
+    wait_for(
+        lambda: meta_events(client, prefix) == in_model,
+        120,
+        lambda: f"{in_model} events, not {meta_events(client, prefix)}\n{learner.log()}",
+    )
+    learned = metric_value(learner.metrics(), "recstream_events_total", outcome="learned")
+    assert learner.stop() == 0
+    return learned
+
+
 def produce(bootstrap: str, topic: str, events: list[ViewEvent]) -> None:
     with ViewProducer(bootstrap, topic=topic) as producer:
         for event in events:
@@ -188,20 +204,10 @@ def test_a_restart_resumes_the_model_or_with_checkpoints_off_learns_the_log_agai
     events = list(synthetic_views(SyntheticConfig(n_users=60, n_items=40, events=1000, seed=5)))
     off = ["--checkpoint-dir", "none"] if checkpoints == "off" else []
     args = consume_args(kafka_bootstrap, kafka_topic, redis_db, *off)
-    client, prefix, group = redis_db.client, redis_db.prefix, f"learners-{kafka_topic}"
+    prefix, group = redis_db.prefix, f"learners-{kafka_topic}"
 
     def run_until(in_model: int, name: str) -> float:
-        """Start a learner, wait for `in_model` events in the model, stop it: what it learned."""
-        learner = Learner(args, tmp_path / f"{name}.log")
-        learners.append(learner.start())
-        wait_for(
-            lambda: meta_events(client, prefix) == in_model,
-            120,
-            lambda: f"{in_model} events, not {meta_events(client, prefix)}\n{learner.log()}",
-        )
-        learned = metric_value(learner.metrics(), "recstream_events_total", outcome="learned")
-        assert learner.stop() == 0
-        return learned
+        return learn_until(learners, Learner(args, tmp_path / f"{name}.log"), redis_db, in_model)
 
     produce(kafka_bootstrap, kafka_topic, events[:600])
     assert run_until(600, "first") == 600

@@ -13,8 +13,8 @@ from consumers.durability.host import latest_checkpoint
 from consumers.settings import default_checkpoint_dir
 from streamer.datasets.synthetic import SyntheticConfig, synthetic_views
 from tests.conftest import RedisTarget
-from tests.learners import Learner, meta_events, wait_for
-from tests.test_end_to_end import consume_args, learners, produce
+from tests.learners import Learner
+from tests.test_end_to_end import consume_args, learn_until, learners, produce
 
 __all__ = ["learners"]  # the fixture, shared with the end-to-end tests
 
@@ -29,14 +29,7 @@ def test_a_model_learns_from_kafka_into_redis_and_resumes_from_its_checkpoint(
     client, prefix = redis_db.client, redis_db.prefix
 
     def run_until(in_model: int, name: str) -> None:
-        learner = Learner(args, tmp_path / f"{name}.log")
-        learners.append(learner.start())
-        wait_for(
-            lambda: meta_events(client, prefix) == in_model,
-            120,
-            lambda: f"{in_model} events, not {meta_events(client, prefix)}\n{learner.log()}",
-        )
-        assert learner.stop() == 0
+        learn_until(learners, Learner(args, tmp_path / f"{name}.log"), redis_db, in_model)
 
     produce(kafka_bootstrap, kafka_topic, events[:600])
     run_until(600, "first")
