@@ -196,7 +196,16 @@ def _evaluate(args: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The `recstream` command; a reader that stops early (`| head`) ends it quietly."""
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so its flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["evaluate"]:  # every flag after it is the evaluation script's
         return _evaluate(argv[1:])
     args = vars(_parser().parse_args(argv))

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,13 @@ def test_a_password_among_client_options_never_shows_in_a_repr(tmp_path: Path) -
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
     assert settings.kafka_options["ssl_password"] == "s3cret"  # still given to the client
     assert "SSL" in repr(settings)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    """`recstream demo | head -1`: no BrokenPipeError traceback, exit 0."""
+    command = f"{sys.executable} -m consumers.cli demo --events 3000 | head -c 1 >/dev/null"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
