@@ -93,7 +93,9 @@ def quality_section(report: dict[str, Any]) -> str:
         BEGIN,
         f"From one run of `benchmarks/evaluate.py` (seeds {report['plan']['seeds']}, "
         f"{report.get('seconds', 0) / 60:.0f} min on {report['machine']['cores']} shared "
-        "cores); everything here is in `benchmarks/results/evaluation.md`.",
+        "cores); everything here is in `benchmarks/results/evaluation.md`. "
+        f"`recstream` learns every micro-batch of {report['plan']['micro_batch']}; "
+        "`recstream-bN` at micro-batch N (512: the service's default).",
         "",
         "- " + _claim("Prequential HR@10 (MovieLens-100K)", hr, paired, "prequential_hr@10"),
         "- " + _claim("Temporal NDCG@10 (MovieLens-100K)", ndcg, paired, "temporal_ndcg@10"),
