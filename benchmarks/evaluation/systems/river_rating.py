@@ -1,7 +1,9 @@
 """River's rating regressors, with the settings of River's own MovieLens-100K benchmark
 ("Matrix Factorization for Recommender Systems"): the bias-only `Baseline`, `BiasedMF`
-and `FMRegressor` over the user and item ids. One event at a time (`step` 1), as River
-learns; `predict` of a step uses the state from before it.
+and `FMRegressor` over the user and item ids. River learns one event at a time; `step`
+is how many events are predicted (with the state from before them) before they are
+learned in order: 1 is River's own progressive validation, a micro-batch's size is our
+learner's cadence.
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ def _model(kind: str, seed: int) -> Any:
 
 
 class RiverRatingSystem:
-    """A River model learning one event at a time; FM sees `{user, item}` one-hot."""
+    """A River model learning one event at a time, predicting `step` at a time; FM sees
+    `{user, item}` one-hot."""
 
-    step = 1
-
-    def __init__(self, kind: str, seed: int = 0) -> None:
-        self.name = kind
+    def __init__(self, kind: str, seed: int = 0, step: int = 1) -> None:
+        self.name = kind if step == 1 else f"{kind}@{step}"
+        self.step = step
         self._model = _model(kind, seed)
         self._features = kind == "river-fm"
 
