@@ -79,7 +79,7 @@ class TrainingSettings(BaseSettings):
         None,
         gt=0,
         description="step size of every update (unset: the model's own: mf 0.1, history 0.002, "
-        "rating 0.05)",
+        "rating 0.02)",
     )
     l2: float | None = Field(
         None,
