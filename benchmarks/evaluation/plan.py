@@ -115,7 +115,18 @@ class Plan:
     )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
     models: tuple[str, ...] = ("mf",)  # our `--model` values evaluated (mf labelled `recstream`)
-    rating_predictors: tuple[str, ...] = ("river-baseline", "river-biasedmf", "river-fm")
+    # (predictor, update every): River per event (its own protocol, the reference) and at
+    # the service's micro-batch, ours at it and at a small one
+    rating_predictors: tuple[tuple[str, int], ...] = (
+        ("river-baseline", 1),
+        ("river-biasedmf", 1),
+        ("river-fm", 1),
+        ("river-baseline", 512),
+        ("river-biasedmf", 512),
+        ("river-fm", 512),
+        ("recstream-rating", 512),
+        ("recstream-rating", 64),
+    )
 
     @classmethod
     def quick(cls) -> Plan:
@@ -136,7 +147,7 @@ class Plan:
             service_micro_batch=None,
             # minutes each at full size: covered by their unit tests instead
             peers=tuple(peer for peer in PEERS if not peer.startswith("rechub-")),
-            rating_predictors=("river-baseline",),
+            rating_predictors=(("river-biasedmf", 512), ("recstream-rating", 512)),
         )
 
     def with_models(self, models: tuple[str, ...]) -> Plan:

@@ -32,7 +32,7 @@ from benchmarks.evaluation.jobs import (
     run_eval_job,
 )
 from benchmarks.evaluation.plan import ML100K_ONLY, Plan
-from benchmarks.evaluation.rating import RatingJob, RatingResult, run_rating_job
+from benchmarks.evaluation.rating import OUR_RATING_MODEL, RatingJob, RatingResult, run_rating_job
 from benchmarks.evaluation.slices import cold_slices
 from benchmarks.evaluation.splits import split_point
 from benchmarks.evaluation.stream import BoolArray
@@ -331,11 +331,16 @@ def run_evaluation(
 
 
 def _ratings(plan: Plan, workers: int, log: TextIO) -> list[RatingResult]:
-    """Progressive RMSE/MAE on MovieLens-100K's ratings (River's protocol), where River is."""
+    """Progressive RMSE/MAE on MovieLens-100K's ratings (River's protocol), River's rows
+    where River is installed."""
+    predictors = plan.rating_predictors
     if importlib.util.find_spec("river") is None:
         print("ratings: river is not installed (pip install 'recstream[bench]')", file=log)
-        return []
-    jobs = [RatingJob(ML100K.name, kind) for kind in plan.rating_predictors]
+        predictors = tuple((kind, step) for kind, step in predictors if kind == OUR_RATING_MODEL)
+    jobs = [
+        RatingJob(ML100K.name, kind, step, test_fraction=plan.test_fraction)
+        for kind, step in predictors
+    ]
     return _run_all(jobs, run_rating_job, workers, log, "rated")
 
 
