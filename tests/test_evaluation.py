@@ -263,6 +263,38 @@ def test_progressive_errors_predict_before_learning() -> None:
     assert progressive_errors(events, MeanRating(step=4)).mae == pytest.approx(4 / 3)
 
 
+def test_progressive_errors_score_the_test_part_apart_after_learning_all_before_it() -> None:
+    ratings = [5.0, 1.0, None, 3.0, 4.0]
+    events = [ViewEvent("u", str(i), float(i), 1.0, r) for i, r in enumerate(ratings)]
+    result = progressive_errors(events, MeanRating(step=2), test_start=3)
+    # steps [5, 1] (3, 3), [None, 3] (3: the mean of 5 and 1), [4] (3)
+    assert (result.events, result.test_events) == (4, 2)
+    assert result.test_mae == pytest.approx((0 + 1) / 2)
+    assert math.isnan(progressive_errors(events, MeanRating(step=2)).test_rmse)
+
+
+def test_river_at_a_cadence_predicts_a_step_before_learning_its_events() -> None:
+    pytest.importorskip("river")
+    from benchmarks.evaluation.systems.river_rating import RiverRatingSystem
+
+    events = [ViewEvent("u", "i", float(i), 1.0, 5.0) for i in range(20)]
+    per_event = progressive_errors(events, RiverRatingSystem("river-baseline"))
+    one_step = progressive_errors(events, RiverRatingSystem("river-baseline", step=20))
+    assert one_step.system == "river-baseline@20"
+    assert one_step.mae == pytest.approx(4.0)  # all predicted by the empty model (0 -> 1)
+    assert per_event.mae < 1.0
+
+
+def test_our_rating_model_is_predicted_before_each_micro_batch_is_learned() -> None:
+    from benchmarks.evaluation.rating import OUR_RATING_MODEL, build_rating_system
+
+    events = [ViewEvent(f"u{i % 3}", f"i{i % 4}", float(i), 1.0, 1.0 + i % 5) for i in range(40)]
+    whole = progressive_errors(events, build_rating_system(OUR_RATING_MODEL, 0, step=40))
+    assert whole.system == "recstream-rating@40"
+    assert whole.mae == pytest.approx(2.0)  # nothing known: every prediction clipped to 1
+    assert progressive_errors(events, build_rating_system(OUR_RATING_MODEL, 0, 4)).mae < 2.0
+
+
 # statistics and drift ------------------------------------------------------------------
 
 
