@@ -116,7 +116,7 @@ def test_the_learner_reports_prequential_rating_errors_from_before_learning() ->
 def test_a_burst_of_ratings_in_one_micro_batch_sets_the_users_bias() -> None:
     """One batch moves an Adam row by about the learning rate; the bias totals take the
     whole burst in (the regression behind RMSE 1.10 at micro-batches of 512)."""
-    learner = OnlineLearner(BiasedRating(RatingConfig(dim=4, seed=0)))
+    learner = OnlineLearner(BiasedRating(RatingConfig(dim=4, seed=0, user_shrinkage=1.0)))
     others = [ViewEvent(f"o{i}", f"i{i % 10}", 0.0, rating=3.0) for i in range(40)]
     burst = [ViewEvent("fan", f"i{i}", 1.0, rating=5.0) for i in range(10)]
     learner.learn(others + burst, ServedLists(10))
