@@ -29,9 +29,10 @@ class HistoryConfig(NeuralConfig):
     """`history_length` last views make a user; `sampled_negatives` uniform draws per
     batch join the in-batch negatives; the residual MLP has one `hidden`-wide layer.
     The defaults were chosen on ML-100K's validation split at micro-batch 512
-    (benchmarks/results/model_grid-history-step512.json)."""
+    (benchmarks/results/model_grid-history-step512*.json)."""
 
     learning_rate: float = 0.005
+    init_std: float = 0.05
     history_length: int = 50
     sampled_negatives: int = 2048
     hidden: int = 256
