@@ -78,7 +78,7 @@ class TrainingSettings(BaseSettings):
     learning_rate: float | None = Field(
         None,
         gt=0,
-        description="step size of every update (unset: the model's own: mf 0.1, history 0.002, "
+        description="step size of every update (unset: the model's own: mf 0.1, history 0.005, "
         "rating 0.02)",
     )
     l2: float | None = Field(

@@ -73,6 +73,17 @@ def test_history_users_are_their_last_views_and_a_new_user_has_a_vector() -> Non
     assert not np.allclose(model.user_vectors(np.array([fresh])), cold)  # no user row needed
 
 
+def test_history_logq_counts_forget_old_views_by_their_half_life() -> None:
+    model = HistoryTower(HistoryConfig(dim=8, sampled_negatives=16, frequency_half_life=4, seed=0))
+    model.items.add_many(range(3))
+    user = model.users.add("u")
+    model.learn(_views([user] * 4, [0] * 4))
+    model.learn(_views([user] * 4, [1] * 4))
+    counts = model.item_counts.tolist()
+    assert counts[0] == pytest.approx(2.0) and counts[1] == pytest.approx(4.0)  # 4 views: halved
+    assert counts[2] == 0.0
+
+
 def test_history_learns_which_items_follow_which() -> None:
     """Two tastes: users who watched items 0-4 watch 0-4, the others 5-9."""
     model = HistoryTower(HistoryConfig(dim=8, sampled_negatives=32, learning_rate=0.02, seed=0))

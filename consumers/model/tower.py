@@ -27,15 +27,19 @@ SECONDS_PER_HOUR = 3600.0
 @dataclass(frozen=True, slots=True)
 class HistoryConfig(NeuralConfig):
     """`history_length` last views make a user; `sampled_negatives` uniform draws per
-    batch join the in-batch negatives; the residual MLP has one `hidden`-wide layer."""
+    batch join the in-batch negatives; the residual MLP has one `hidden`-wide layer.
+    The defaults were chosen on ML-100K's validation split at micro-batch 512
+    (benchmarks/results/model_grid-history-step512*.json)."""
 
+    learning_rate: float = 0.005
+    init_std: float = 0.05
     history_length: int = 50
     sampled_negatives: int = 2048
     hidden: int = 256
     tied: bool = False  # one embedding per item for the history and the output
     # item frequencies behind the in-batch logQ forget with this half-life in views
-    # (0: all-time counts)
-    frequency_half_life: int = 0
+    # (0: all-time counts); recent popularity is what the next views follow
+    frequency_half_life: int = 2000
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
