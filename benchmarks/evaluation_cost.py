@@ -2,11 +2,12 @@
 
     PYTHONPATH=. python benchmarks/evaluation_cost.py --models mf,history,sequence
 
-Times one seed of every evaluation job (all three streams) and one grid point of every
-peer's tuning job, in this one process with one thread, untuned parameters. The full
-run's estimate: each tuning job's seconds times its grid's size, each evaluation job's
-times the seeds, then the jobs laid longest-first on `--workers` processes (tuning
-first, as `evaluate.py` does). Writes benchmarks/results/evaluation_cost.json.
+Times one seed of every evaluation job (all three streams), one grid point of every
+peer's tuning job and every rating job, in this one process with one thread, untuned
+parameters. The full run's estimate: each tuning job's seconds times its grid's size,
+each evaluation job's times the seeds, then each phase's jobs laid longest-first on
+`--workers` processes (tuning, evaluation, ratings: one after the other, as
+`evaluate.py` runs them). Writes benchmarks/results/evaluation_cost.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any  # noqa: E402
 from benchmarks.common import machine, pin_threads, write  # noqa: E402
 from benchmarks.evaluation.jobs import run_eval_job  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
+from benchmarks.evaluation.rating import RatingJob, run_rating_job  # noqa: E402
 from benchmarks.evaluation.suite import (  # noqa: E402
+    ML100K,
     available_peers,
     base_params,
     evaluation_jobs,
@@ -81,12 +84,20 @@ def main() -> None:
                 | {"runs": runs, "seconds_estimate": seconds * runs}
             )
             print(evaluation[-1], flush=True)
-    tune_wall = makespan([row["seconds_estimate"] for row in tuning], args.workers)
+    ratings = {
+        kind: _timed(run_rating_job, RatingJob(ML100K.name, kind))
+        for kind in plan.rating_predictors
+    }
+    print(ratings, flush=True)
     eval_seconds = [row["seconds_one_seed"] for row in evaluation for _ in range(row["runs"])]
-    eval_wall = makespan(eval_seconds, args.workers)
+    estimate = {
+        "tuning": makespan([row["seconds_estimate"] for row in tuning], args.workers),
+        "evaluation": makespan(eval_seconds, args.workers),
+        "ratings": makespan(list(ratings.values()), args.workers),
+    }
+    estimate["total"] = sum(estimate.values())
     info = machine()
     info["load_average_at_end"] = list(os.getloadavg())
-    estimate = {"tuning": tune_wall, "evaluation": eval_wall, "total": tune_wall + eval_wall}
     print(f"estimated full run on {args.workers} workers: {estimate}", flush=True)
     write(
         "evaluation_cost",
@@ -98,6 +109,7 @@ def main() -> None:
             "machine": info,
             "tuning": tuning,
             "evaluation": evaluation,
+            "ratings": ratings,
             "estimate_seconds": estimate,
         },
     )

@@ -34,7 +34,7 @@ def test_every_model_at_the_service_micro_batch_and_mf_also_at_64() -> None:
 
 
 def test_a_model_too_slow_for_the_synthetic_streams_runs_on_movielens_only() -> None:
-    plan = Plan(seeds=(0,)).with_models(("mf", "sequence"))
+    plan = Plan(seeds=(0,), ml100k_only_models=("sequence",)).with_models(("mf", "sequence"))
     assert "recstream-sequence" in _labels_and_steps(plan, ML100K)
     assert "recstream-sequence" not in _labels_and_steps(plan, SYNTHETIC)
 
