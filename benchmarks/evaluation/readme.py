@@ -59,7 +59,7 @@ def _against(best: str, others: list[str], paired: dict[str, Any], key: str) -> 
                     "worse": f"significantly worse than {names}",
                 }.get(word, f"no significant difference from {names}")
             )
-    return f"{best} is " + "; ".join(parts)
+    return f"{best}: " + "; ".join(parts)
 
 
 def _claim(
@@ -140,7 +140,6 @@ def quality_section(report: dict[str, Any]) -> str:
         if entry.get("events_to_0.9")
     }
     steady = {n: e["common_hr@10"]["mean"] for n, e in report["steady"]["prequential"].items()}
-    steady_best = best_ours if best_ours in steady else OURS
     only_ml = [m for m in plan.get("ml100k_only_models", ()) if m in plan.get("models", ())]
     lines = [
         BEGIN,
@@ -177,7 +176,7 @@ def quality_section(report: dict[str, Any]) -> str:
             steady,
             report["steady"]["paired"],
             "prequential_hr@10",
-            steady_best,
+            report["steady"].get("ours", OURS),
         ),
     ]
     ratings = report.get("ratings") or []

@@ -301,8 +301,7 @@ def _steady(report: dict[str, Any]) -> list[str]:
         f"{splits['drift_test'][0]:,} on, the same {counts['common_scored']:,} common events "
         "for every system; peers keep the parameters tuned on the drifting stream's "
         "validation stretch, which lies before both the drift and this test part. Paired: "
-        f"{report.get('best_ours', OURS)} (or {OURS} where it is not run here) minus the "
-        "row's system, as above.",
+        f"{steady.get('ours', OURS)} minus the row's system, as above.",
         "",
         *_table(
             ["system", "HR@10", "NDCG@10", "HR vs popularity", "ours - it, HR@10", "NDCG@10"],

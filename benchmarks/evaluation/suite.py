@@ -454,6 +454,7 @@ def _report(
     )
     # the best of ours is chosen on the validation stretch, then paired on the test part
     best = best_of_ours(validation, plan.micro_batch) or OURS
+    steady_ours = best if best in steady_grouped else OURS
     return {
         "machine": host,
         "plan": {
@@ -490,13 +491,8 @@ def _report(
         },
         "steady": {
             "prequential": prequential_table(steady_grouped, slices["synthetic-steady"]),
-            "paired": paired_table(
-                steady_grouped,
-                steady_stream,
-                rng,
-                plan.bootstrap,
-                best if best in steady_grouped else OURS,
-            ),
+            "ours": steady_ours,  # paired against the others: the best of ours if run here
+            "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap, steady_ours),
             "curves": curves(steady_grouped, plan.window),
         },
         "diagnostics": prequential_table(by_label(diag)),
