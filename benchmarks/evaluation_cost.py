@@ -63,14 +63,6 @@ def main() -> None:
     seeds = len(plan.seeds)
     at = layout(plan)
     peers, missing = available_peers(plan)
-    tuning: list[dict[str, Any]] = []
-    for job in [] if args.no_tuning else tune_jobs(plan, at, peers):
-        seconds = _timed(run_tune_job, replace(job, grid=job.grid[:1]))
-        tuning.append(
-            {"stream": job.stream.name, "job": job.kind, "seconds_one_point": seconds}
-            | {"grid": len(job.grid), "seconds_estimate": seconds * len(job.grid)}
-        )
-        print(tuning[-1], flush=True)
     jobs = evaluation_jobs(plan, at, base_params(plan, peers), {}, diagnostics=True)
     evaluation: list[dict[str, Any]] = []
     for part, part_jobs in jobs.items():
@@ -89,6 +81,15 @@ def main() -> None:
         for kind in plan.rating_predictors
     }
     print(ratings, flush=True)
+    # the tuning jobs last: the longest, and estimated from their first grid point
+    tuning: list[dict[str, Any]] = []
+    for job in [] if args.no_tuning else tune_jobs(plan, at, peers):
+        seconds = _timed(run_tune_job, replace(job, grid=job.grid[:1]))
+        tuning.append(
+            {"stream": job.stream.name, "job": job.kind, "seconds_one_point": seconds}
+            | {"grid": len(job.grid), "seconds_estimate": seconds * len(job.grid)}
+        )
+        print(tuning[-1], flush=True)
     eval_seconds = [row["seconds_one_seed"] for row in evaluation for _ in range(row["runs"])]
     estimate = {
         "tuning": makespan([row["seconds_estimate"] for row in tuning], args.workers),
