@@ -212,9 +212,11 @@ def _eval_jobs(
         SystemSpec("popularity", {"step": plan.chunk}),
         SystemSpec("popularity-online", {"step": plan.micro_batch}),
     ]
-    job = functools.partial(EvalJob, stream, start=start, chunk=plan.chunk, k=plan.k)
-    return [job(spec, factors=plan.factors, temporal=temporal) for spec in peers] + [
-        job(spec, factors=plan.factors, temporal=temporal, validation_start=validation_start)
+    job = functools.partial(
+        EvalJob, stream, start=start, chunk=plan.chunk, k=plan.k, factors=plan.factors
+    )
+    return [job(spec, temporal=temporal) for spec in peers] + [
+        job(spec, temporal=temporal, validation_start=validation_start)
         for spec in _our_specs(plan, stream)
     ]
 
