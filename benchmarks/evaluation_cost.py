@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--no-tuning", action="store_true", help="time the evaluation jobs only")
     args = parser.parse_args()
     pin_threads()
+    info = machine()
     plan = Plan().with_models(tuple(args.models.split(",")))
     seeds = len(plan.seeds)
     at = layout(plan)
@@ -97,7 +98,6 @@ def main() -> None:
         "ratings": makespan(list(ratings.values()), args.workers),
     }
     estimate["total"] = sum(estimate.values())
-    info = machine()
     info["load_average_at_end"] = list(os.getloadavg())
     print(f"estimated full run on {args.workers} workers: {estimate}", flush=True)
     write(
