@@ -37,11 +37,12 @@ from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # 
 
 
 def validation_stream(plan: Plan) -> tuple[EncodedStream, int]:
-    """The stream before the test part, and where its validation part starts."""
-    events = load_stream(ML100K).events
-    test_start = split_point(len(events), 1.0 - plan.test_fraction)
+    """The stream before the test part (with the items' and users' features, known from
+    the start), and where its validation part starts."""
+    whole = load_stream(ML100K)
+    test_start = split_point(len(whole.events), 1.0 - plan.test_fraction)
     return (
-        EncodedStream.encode(events[:test_start]),
+        EncodedStream.encode(whole.events[:test_start], whole.features),
         split_point(test_start, 1.0 - plan.validation_fraction),
     )
 

@@ -129,7 +129,12 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
 
 @dataclass(frozen=True)
 class EvalJob:
-    """Learn `[0, start)`, score the temporal split there, then prequential to the end."""
+    """Learn `[0, start)`, score the temporal split there, then prequential to the end.
+
+    `validation_start`: learn `[0, validation_start)` first, then `[validation_start,
+    start)` test-then-train (the validation stretch, where the best of our models is
+    chosen), so the test part is learned from the same state at no extra cost.
+    """
 
     stream: StreamSpec
     system: SystemSpec
@@ -139,6 +144,7 @@ class EvalJob:
     factors: int = 64
     temporal: bool = True
     stop: int | None = None
+    validation_start: int | None = None
 
 
 @dataclass
@@ -148,13 +154,21 @@ class EvalResult:
     temporal: TemporalResult | None
     cost: dict[str, Any]
     served: dict[str, float] | None = None
+    validation: PrequentialTrace | None = None
 
 
 def run_eval_job(job: EvalJob) -> EvalResult:
     stream = load_stream(job.stream)
     system = build_system(job.system, job.chunk, job.factors)
     began = time.perf_counter()
-    system.fit(stream, job.start)
+    validation = None
+    if job.validation_start is None:
+        system.fit(stream, job.start)
+    else:
+        system.fit(stream, job.validation_start)
+        validation = run_prequential(
+            stream, system, job.validation_start, job.chunk, job.k, job.start, fit=False
+        )
     fit_seconds = time.perf_counter() - began
     temporal = None
     if job.temporal:
@@ -176,7 +190,7 @@ def run_eval_job(job: EvalJob) -> EvalResult:
             "hr@10": (served_after[1] - served_before[1]) / max(scored, 1),
             "ndcg@10": (served_after[2] - served_before[2]) / max(scored, 1),
         }
-    return EvalResult(job, trace, temporal, _cost(system, trace), served)
+    return EvalResult(job, trace, temporal, _cost(system, trace), served, validation)
 
 
 def _served(system: System) -> tuple[int, float, float] | None:

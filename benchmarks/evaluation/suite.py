@@ -8,6 +8,7 @@ synthetic stream, plus what-if variants of our learner on the validation stretch
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import multiprocessing
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -56,16 +58,22 @@ LIBRARY_OF = {
     "rechub-youtubednn": "torch_rechub",
     "rechub-gru4rec": "torch_rechub",
 }
-# rough relative cost, to start the longest jobs first
+# rough relative cost (`recstream-<model>`: ours), to start the longest jobs first
 COST_ORDER = (
     "rechub-gru4rec",
     "rechub-youtubednn",
     "implicit-bpr",
+    "recstream-sequence",
+    "recstream-history",
+    "recstream-mlp",
+    "recstream-content",
+    "recstream-features",
+    "recstream-rating",
     "implicit-als",
     "lightfm-warp-features",
     "lightfm-warp",
     "lightfm-bpr",
-    OURS,
+    "recstream-mf",
 )
 
 J = TypeVar("J")
@@ -158,6 +166,30 @@ def _tune_jobs(
     return sorted(jobs, key=lambda job: COST_ORDER.index(job.kind))
 
 
+def ours_label(model: str, step: int | None = None) -> str:
+    """`recstream` for mf, `recstream-<model>` for the others; `-bN` at a micro-batch N
+    other than the run's."""
+    label = OURS if model == "mf" else f"{OURS}-{model}"
+    return label if step is None else f"{label}-b{step}"
+
+
+def _our_specs(plan: Plan, stream: StreamSpec) -> list[SystemSpec]:
+    """Each of our models at the run's micro-batch, mf also at `plan.mf_micro_batch`."""
+    runs = [
+        (ours_label(model), model, plan.micro_batch)
+        for model in plan.models
+        if stream == ML100K or model not in plan.ml100k_only_models
+    ]
+    extra = plan.mf_micro_batch
+    if "mf" in plan.models and extra is not None and extra != plan.micro_batch:
+        runs.append((ours_label("mf", extra), "mf", extra))
+    return [
+        SystemSpec(OURS, {"step": step, "model": model}, seed, label)
+        for label, model, step in runs
+        for seed in plan.seeds
+    ]
+
+
 def _eval_jobs(
     plan: Plan,
     params: dict[str, dict[str, Any]],
@@ -165,33 +197,39 @@ def _eval_jobs(
     start: int,
     temporal: bool,
     temporal_params: dict[str, dict[str, Any]] | None = None,
+    validation_start: int | None = None,
 ) -> list[EvalJob]:
     """Every system and seed on `stream`; a peer whose temporal choice differs from its
-    prequential one is scored on the temporal split with `temporal_params`."""
+    prequential one is scored on the temporal split with `temporal_params`. Ours also
+    score `[validation_start, start)` on the way (None: not)."""
     chosen = temporal_params or {}
-    specs = [
+    peers = [
         SystemSpec(kind, peer, seed, temporal_params=chosen.get(kind))
         for kind, peer in params.items()
         for seed in plan.seeds
     ]
-    for model in plan.models:
-        ours = OURS if model == "mf" else f"{OURS}-{model}"
-        steps = {ours: plan.micro_batch}
-        service = plan.service_micro_batch
-        if service is not None and service != plan.micro_batch:
-            steps[f"{ours}-b{service}"] = service
-        specs += [
-            SystemSpec(OURS, {"step": step, "model": model}, seed, label)
-            for label, step in steps.items()
-            for seed in plan.seeds
-        ]
-    specs += [
+    peers += [
         SystemSpec("popularity", {"step": plan.chunk}),
         SystemSpec("popularity-online", {"step": plan.micro_batch}),
     ]
-    return [
-        EvalJob(stream, spec, start, plan.chunk, plan.k, plan.factors, temporal) for spec in specs
+    job = functools.partial(
+        EvalJob, stream, start=start, chunk=plan.chunk, k=plan.k, factors=plan.factors
+    )
+    return [job(spec, temporal=temporal) for spec in peers] + [
+        job(spec, temporal=temporal, validation_start=validation_start)
+        for spec in _our_specs(plan, stream)
     ]
+
+
+def best_of_ours(validation: dict[str, Any], micro_batch: int) -> str | None:
+    """The model of ours at the run's micro-batch with the best prequential HR@10 on the
+    validation stretch (None: none scored there)."""
+    scored = {
+        label: entry["common_hr@10"]["mean"]
+        for label, entry in validation.items()
+        if entry["step"] == micro_batch
+    }
+    return max(scored, key=lambda label: scored[label]) if scored else None
 
 
 def _diagnostic_jobs(plan: Plan, train_stop: int, val_stop: int) -> list[EvalJob]:
@@ -208,6 +246,84 @@ def _diagnostic_jobs(plan: Plan, train_stop: int, val_stop: int) -> list[EvalJob
         EvalJob(ML100K, spec, train_stop, plan.chunk, plan.k, plan.factors, False, val_stop)
         for spec in specs
     ]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The synthetic streams and where each stream's validation and test parts start
+    (each stream's peers are tuned on the tail of that stream's own training part)."""
+
+    drift: StreamSpec
+    steady: StreamSpec
+    train_stop: int
+    test_start: int
+    drift_train_stop: int
+    drift_start: int
+    drift_point: int
+
+
+def layout(plan: Plan) -> Layout:
+    n = len(load_stream(ML100K))
+    test_start = split_point(n, 1.0 - plan.test_fraction)
+    drift = StreamSpec("synthetic-drift", plan.drift_events, plan.drift_at)
+    drift_events = len(load_stream(drift))
+    drift_start = split_point(drift_events, 1.0 - plan.drift_test_fraction)
+    return Layout(
+        drift,
+        StreamSpec("synthetic-steady", plan.drift_events),
+        split_point(test_start, 1.0 - plan.validation_fraction),
+        test_start,
+        split_point(drift_start, 1.0 - plan.drift_validation_fraction),
+        drift_start,
+        split_point(drift_events, plan.drift_at),
+    )
+
+
+def base_params(plan: Plan, peers: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per stream (MovieLens-100K, the drifting one), each peer's untuned parameters."""
+    return {
+        ML100K.name: {peer: _base_params(plan, peer) for peer in peers},
+        "synthetic-drift": {
+            peer: _base_params(plan, peer) for peer in peers if peer not in ML100K_ONLY
+        },
+    }
+
+
+def tune_jobs(plan: Plan, at: Layout, peers: list[str]) -> list[TuneJob]:
+    drift_peers = [peer for peer in peers if peer not in ML100K_ONLY]
+    return _tune_jobs(plan, peers, ML100K, at.train_stop, at.test_start, True) + _tune_jobs(
+        plan, drift_peers, at.drift, at.drift_train_stop, at.drift_start, False
+    )
+
+
+def evaluation_jobs(
+    plan: Plan,
+    at: Layout,
+    params: dict[str, dict[str, dict[str, Any]]],
+    temporal_params: dict[str, dict[str, Any]],
+    diagnostics: bool,
+) -> dict[str, list[EvalJob]]:
+    """The jobs of each part of the report: `ml-100k`, `drift`, `steady`, `diagnostics`.
+    The steady stream's peers keep the parameters tuned on the drifting stream's
+    validation stretch, which lies before its drift: the same generator, undrifted."""
+    drift_params = params[at.drift.name]
+    return {
+        "ml-100k": _eval_jobs(
+            plan, params[ML100K.name], ML100K, at.test_start, True, temporal_params, at.train_stop
+        ),
+        "drift": _eval_jobs(plan, drift_params, at.drift, at.drift_start, False),
+        "steady": _eval_jobs(plan, drift_params, at.steady, at.drift_start, False),
+        "diagnostics": _diagnostic_jobs(plan, at.train_stop, at.test_start) if diagnostics else [],
+    }
+
+
+def _expected_cost(job: EvalJob) -> tuple[int, bool]:
+    """Sort key that starts the longest jobs first."""
+    kind = job.system.kind
+    if kind == OURS:
+        kind = f"{OURS}-{job.system.params.get('model', 'mf')}"
+    rank = COST_ORDER.index(kind) if kind in COST_ORDER else len(COST_ORDER)
+    return rank, job.stream.name != ML100K.name
 
 
 def run_evaluation(
@@ -233,55 +349,31 @@ def run_evaluation(
     plan = plan.with_models(models)
     began = time.perf_counter()
     host = machine()
-    stream = load_stream(ML100K)
+    at = layout(plan)
+    stream, drift_stream, steady_stream = (
+        load_stream(spec) for spec in (ML100K, at.drift, at.steady)
+    )
     n = len(stream)
-    test_start = split_point(n, 1.0 - plan.test_fraction)
-    train_stop = split_point(test_start, 1.0 - plan.validation_fraction)
-    drift_spec = StreamSpec("synthetic-drift", plan.drift_events, plan.drift_at)
-    drift_stream = load_stream(drift_spec)
-    steady_spec = StreamSpec("synthetic-steady", plan.drift_events)
-    steady_stream = load_stream(steady_spec)
-    drift_start = split_point(len(drift_stream), 1.0 - plan.drift_test_fraction)
-    drift_point = split_point(len(drift_stream), plan.drift_at)
     peers, missing = available_peers(plan)
     print(f"recstream evaluate: {len(plan.seeds)} seed(s), peers {peers}", file=log)
 
-    # each stream's peers are tuned on the tail of that stream's own training part
-    drift_train_stop = split_point(drift_start, 1.0 - plan.drift_validation_fraction)
-    tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, drift_spec.name: {}}
-    drift_peers = [peer for peer in peers if peer not in ML100K_ONLY]
-    params = {
-        name: {
-            peer: _base_params(plan, peer)
-            for peer in (peers if name == ML100K.name else drift_peers)
-        }
-        for name in tuned
-    }
+    tuned: dict[str, dict[str, TuneResult]] = {ML100K.name: {}, at.drift.name: {}}
+    params = base_params(plan, peers)
     temporal_params: dict[str, dict[str, Any]] = {}
     if plan.tune and peers:
         print("tuning the peers on the validation stretches", file=log)
-        jobs = _tune_jobs(plan, peers, ML100K, train_stop, test_start, True)
-        jobs += _tune_jobs(plan, drift_peers, drift_spec, drift_train_stop, drift_start, False)
-        for result in _run_all(jobs, run_tune_job, workers, log, "tuned"):
+        for result in _run_all(tune_jobs(plan, at, peers), run_tune_job, workers, log, "tuned"):
             tuned[result.stream][result.kind] = result
             chosen = params[result.stream][result.kind]
             params[result.stream][result.kind] = {**chosen, **result.best}
             if result.best_temporal is not None and result.best_temporal != result.best:
                 temporal_params[result.kind] = {**chosen, **result.best_temporal}
 
-    eval_jobs = _eval_jobs(plan, params[ML100K.name], ML100K, test_start, True, temporal_params)
-    drift_jobs = _eval_jobs(plan, params[drift_spec.name], drift_spec, drift_start, False)
-    # The steady stream's peers keep the parameters tuned on the drifting stream's
-    # validation stretch, which lies before its drift: the same generator, undrifted.
-    steady_jobs = _eval_jobs(plan, params[drift_spec.name], steady_spec, drift_start, False)
-    diag_jobs = _diagnostic_jobs(plan, train_stop, test_start) if diagnostics else []
-    everything = sorted(
-        eval_jobs + drift_jobs + steady_jobs + diag_jobs,
-        key=lambda job: (
-            COST_ORDER.index(job.system.kind) if job.system.kind in COST_ORDER else 99,
-            job.stream.name != "ml-100k",
-        ),
+    jobs = evaluation_jobs(plan, at, params, temporal_params, diagnostics)
+    eval_jobs, drift_jobs, steady_jobs, diag_jobs = (
+        jobs[part] for part in ("ml-100k", "drift", "steady", "diagnostics")
     )
+    everything = sorted((job for part in jobs.values() for job in part), key=_expected_cost)
     print(f"evaluating: {len(everything)} jobs", file=log)
     results = _run_all(everything, run_eval_job, workers, log, "done")
     ml = [r for r in results if r.job in eval_jobs]
@@ -291,9 +383,9 @@ def run_evaluation(
     ratings = _ratings(plan, workers, log)
 
     slices = {
-        ML100K.name: cold_slices(stream, test_start),
-        drift_spec.name: cold_slices(drift_stream, drift_start),
-        steady_spec.name: cold_slices(steady_stream, drift_start),
+        ML100K.name: cold_slices(stream, at.test_start),
+        at.drift.name: cold_slices(drift_stream, at.drift_start),
+        at.steady.name: cold_slices(steady_stream, at.drift_start),
     }
     report = _report(
         plan,
@@ -310,12 +402,12 @@ def run_evaluation(
         slices,
         splits={
             "events": n,
-            "validation": [train_stop, test_start],
-            "test": [test_start, n],
+            "validation": [at.train_stop, at.test_start],
+            "test": [at.test_start, n],
             "drift_events": len(drift_stream),
-            "drift_validation": [drift_train_stop, drift_start],
-            "drift_test": [drift_start, len(drift_stream)],
-            "drift_at": drift_point,
+            "drift_validation": [at.drift_train_stop, at.drift_start],
+            "drift_test": [at.drift_start, len(drift_stream)],
+            "drift_at": at.drift_point,
         },
     )
     report["ratings"] = [result.as_dict() for result in ratings]
@@ -364,6 +456,12 @@ def _report(
     drift_grouped = by_label(drifting)
     steady_stream, steady_results = steady
     steady_grouped = by_label(steady_results)
+    validation = prequential_table(
+        by_label([replace(r, trace=r.validation) for r in ml if r.validation is not None])
+    )
+    # the best of ours is chosen on the validation stretch, then paired on the test part
+    best = best_of_ours(validation, plan.micro_batch) or OURS
+    steady_ours = best if best in steady_grouped else OURS
     return {
         "machine": host,
         "plan": {
@@ -387,9 +485,11 @@ def _report(
             }
             for stream_name, results in tuned.items()
         },
+        "validation": validation,
+        "best_ours": best,
         "prequential": prequential_table(grouped, slices[ML100K.name]),
         "temporal": temporal_table(grouped),
-        "paired": paired_table(grouped, stream, rng, plan.bootstrap),
+        "paired": paired_table(grouped, stream, rng, plan.bootstrap, best),
         "curves": curves(grouped, plan.window),
         "drift": {
             "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),
@@ -398,7 +498,8 @@ def _report(
         },
         "steady": {
             "prequential": prequential_table(steady_grouped, slices["synthetic-steady"]),
-            "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap),
+            "ours": steady_ours,  # paired against the others: the best of ours if run here
+            "paired": paired_table(steady_grouped, steady_stream, rng, plan.bootstrap, steady_ours),
             "curves": curves(steady_grouped, plan.window),
         },
         "diagnostics": prequential_table(by_label(diag)),
