@@ -30,6 +30,7 @@ from benchmarks.common import machine, pin_threads, write  # noqa: E402
 from benchmarks.evaluation.jobs import SystemSpec, build_system, load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
+from benchmarks.evaluation.slices import cold_slices  # noqa: E402
 from benchmarks.evaluation.splits import split_point  # noqa: E402
 from benchmarks.evaluation.stream import EncodedStream  # noqa: E402
 from benchmarks.evaluation.suite import ML100K  # noqa: E402
@@ -38,10 +39,10 @@ from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # 
 
 def validation_stream(plan: Plan) -> tuple[EncodedStream, int]:
     """The stream before the test part, and where its validation part starts."""
-    events = load_stream(ML100K).events
-    test_start = split_point(len(events), 1.0 - plan.test_fraction)
+    whole = load_stream(ML100K)
+    test_start = split_point(len(whole.events), 1.0 - plan.test_fraction)
     return (
-        EncodedStream.encode(events[:test_start]),
+        EncodedStream.encode(whole.events[:test_start], whole.features),
         split_point(test_start, 1.0 - plan.validation_fraction),
     )
 
@@ -56,10 +57,17 @@ def score(
     fit_seconds = time.perf_counter() - began
     summary = evaluate_temporal(system, temporal_truth(stream, split)).summary()
     trace = run_prequential(stream, system, split, step, 10, fit=False)
+    cold: dict[str, float] = {}
+    for name, mask in cold_slices(stream, split).items():
+        scored = mask & ~np.isnan(trace.own_hit)
+        cold[f"{name} events"] = int(scored.sum())
+        cold[f"{name} hr@10"] = float(trace.own_hit[scored].mean()) if scored.any() else 0.0
+        cold[f"{name} ndcg@10"] = float(trace.own_ndcg[scored].mean()) if scored.any() else 0.0
     return {
         **summary,
         "prequential_hr@10": float(np.nanmean(trace.common_hit)),
         "prequential_ndcg@10": float(np.nanmean(trace.common_ndcg)),
+        **cold,
         "events_per_s": split / fit_seconds,
     }
 
@@ -82,16 +90,7 @@ def main() -> None:
         ]
         row = {
             "params": params,
-            **{
-                metric: float(np.mean([run[metric] for run in runs]))
-                for metric in (
-                    "hr@10",
-                    "ndcg@10",
-                    "prequential_hr@10",
-                    "prequential_ndcg@10",
-                    "events_per_s",
-                )
-            },
+            **{metric: float(np.mean([run[metric] for run in runs])) for metric in runs[0]},
             "ndcg@10_std": float(np.std([run["ndcg@10"] for run in runs])),
         }
         rows.append(row)
