@@ -2,10 +2,10 @@
 
 **features**: a user's or item's vector is its id embedding plus the mean of its
 feature tokens' embeddings (genres, year bucket, ...; age bucket, gender,
-occupation, geo), learned by BPR against `negatives` uniform items per view; the
-last published coordinate is an item bias (1 for users), so the dot product is the
-score BPR learns. Id
-embeddings start near zero (`init_std`), so an entity with features and no views
+occupation, geo), learned by BPR against `negatives` items per view drawn among the
+items viewed so far (an item nobody viewed is never a negative); the last published
+coordinate is an item bias (1 for users), so the dot product is the score BPR
+learns. Id embeddings start near zero (`init_std`), so an entity with features and no views
 already has a useful vector: it gets a row when its features arrive (cold start).
 
 **content**: the features model plus a small CNN over each item's text (hashed
@@ -182,7 +182,7 @@ class FeaturesModel(NeuralModel):
         return torch.cat([self._entity("item", item_rows), self.item_bias.weight[item_rows]], 1)
 
     def learn(self, batch: Batch) -> Step:
-        """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
+        """One BPR step (Adam) over the batch's views, `negatives` drawn items each."""
         users, items, learned = self._begin(batch)
         none = np.zeros(0, dtype=np.int64)
         if users.size == 0:
