@@ -3,12 +3,14 @@
     PYTHONPATH=. python benchmarks/model_grid.py --model history \\
         --grid '[{}, {"learning_rate": 0.005}]' --step 256 --seeds 3
 
-The stream is cut where the evaluation's test part starts (benchmarks/evaluate.py: the
+The stream keeps ML-100K's feature records (the features and content models read them)
+and is cut where the evaluation's test part starts (benchmarks/evaluate.py: the
 last 20%); the model learns the first 90% of the rest in micro-batches of `--step` in
 time order, then its lists are scored on the remaining 10% (temporal HR@10 and
 NDCG@10, as benchmarks/evaluation/temporal.py), then it goes on learning that 10%
 test-then-train (prequential HR@10 and NDCG@10 over its ~8,000 events: the larger
-sample, so the steadier choice). Writes
+sample, so the steadier choice), with its cold slices (benchmarks/evaluation/slices.py,
+on the own set, with their event counts). Writes
 benchmarks/results/model_grid-<model>[-<tag>].json with the machine and its load.
 """
 
@@ -30,6 +32,7 @@ from benchmarks.common import machine, pin_threads, write  # noqa: E402
 from benchmarks.evaluation.jobs import SystemSpec, build_system, load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
+from benchmarks.evaluation.slices import cold_slices  # noqa: E402
 from benchmarks.evaluation.splits import split_point  # noqa: E402
 from benchmarks.evaluation.stream import EncodedStream  # noqa: E402
 from benchmarks.evaluation.suite import ML100K  # noqa: E402
@@ -57,10 +60,17 @@ def score(
     fit_seconds = time.perf_counter() - began
     summary = evaluate_temporal(system, temporal_truth(stream, split)).summary()
     trace = run_prequential(stream, system, split, step, 10, fit=False)
+    cold: dict[str, float] = {}
+    for name, mask in cold_slices(stream, split).items():
+        scored = mask & ~np.isnan(trace.own_hit)
+        cold[f"{name} events"] = int(scored.sum())
+        cold[f"{name} hr@10"] = float(trace.own_hit[scored].mean()) if scored.any() else 0.0
+        cold[f"{name} ndcg@10"] = float(trace.own_ndcg[scored].mean()) if scored.any() else 0.0
     return {
         **summary,
         "prequential_hr@10": float(np.nanmean(trace.common_hit)),
         "prequential_ndcg@10": float(np.nanmean(trace.common_ndcg)),
+        **cold,
         "events_per_s": split / fit_seconds,
     }
 
@@ -83,16 +93,7 @@ def main() -> None:
         ]
         row = {
             "params": params,
-            **{
-                metric: float(np.mean([run[metric] for run in runs]))
-                for metric in (
-                    "hr@10",
-                    "ndcg@10",
-                    "prequential_hr@10",
-                    "prequential_ndcg@10",
-                    "events_per_s",
-                )
-            },
+            **{metric: float(np.mean([run[metric] for run in runs])) for metric in runs[0]},
             "ndcg@10_std": float(np.std([run["ndcg@10"] for run in runs])),
         }
         rows.append(row)

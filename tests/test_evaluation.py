@@ -34,7 +34,7 @@ from benchmarks.evaluation.stats import mean_se, paired_comparison, sign_test_p
 from benchmarks.evaluation.stream import EncodedStream
 from benchmarks.evaluation.systems.popularity import PopularityPeer
 from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth
-from streamer.events import ViewEvent
+from streamer.events import EntityFeatures, ViewEvent
 
 
 def stream_of(pairs: list[tuple[str, str]]) -> EncodedStream:
@@ -227,13 +227,29 @@ def test_cold_slices() -> None:
 
 def test_side_feature_rows_share_tokens_and_sum_to_one() -> None:
     pytest.importorskip("scipy")
-    from benchmarks.evaluation.side_features import feature_matrix, item_tokens
+    from benchmarks.evaluation.side_features import feature_matrix
 
-    tokens = [item_tokens({"genre": ["Drama"], "year": 1995}), item_tokens({"genre": ["Drama"]})]
+    tokens = [["genre=Drama", "year=1990"], ["genre=Drama"]]
     matrix = feature_matrix(["1", "2"], tokens).toarray()
     assert matrix.shape == (2, 4)  # two ids, Drama, the 1990s
     assert np.allclose(matrix.sum(axis=1), 1.0)
     assert matrix[0, 2] > 0 and matrix[1, 2] > 0 and matrix[1, 3] == 0
+
+
+def test_lightfm_gets_the_tokens_our_feature_models_embed() -> None:
+    pytest.importorskip("scipy")
+    from benchmarks.evaluation.side_features import stream_feature_matrices
+
+    records = [
+        EntityFeatures("item", "x", {"genre": ["Drama"], "year": 1995}, "Title"),
+        EntityFeatures("user", "a", {"age": 24, "gender": "f", "geo": "9"}),
+    ]
+    stream = EncodedStream.encode([ViewEvent("a", "x", 0.0), ViewEvent("b", "y", 1.0)], records)
+    users, items = stream_feature_matrices(stream)
+    assert users.shape == (2, 2 + 3)  # a, b; age=20, gender=f, geo=9 (b has no record)
+    assert items.shape == (2, 2 + 2)  # x, y; genre=Drama, year=1990
+    assert users.toarray()[0].tolist() == [0.25, 0, 0.25, 0.25, 0.25]
+    assert users.toarray()[1].tolist() == [0, 1, 0, 0, 0]
 
 
 class MeanRating:

@@ -68,6 +68,24 @@ def test_a_restored_model_reads_the_restored_features(name: ModelName) -> None:
     )
 
 
+@pytest.mark.parametrize("name", FEATURED)
+def test_an_item_nobody_viewed_is_never_a_negative_so_its_first_views_find_it(
+    name: ModelName,
+) -> None:
+    """Regression: every item with features had a row and was drawn as a uniform negative
+    from the start, so an item's bias was far below the known items' by its first view."""
+    learner = learner_for(name)
+    model = learner.model
+    for record in open_features("synthetic", **SMALL):
+        learner.learn_features(record)
+    unseen = learner.learn_features(EntityFeatures("item", "unseen", {"genre": ["g1"]}, "t"))
+    views = list(open_dataset("synthetic", **SMALL))
+    for start in range(0, len(views), 256):
+        learner.learn(views[start : start + 256], ServedLists(10))
+    assert unseen is not None
+    np.testing.assert_array_equal(model.item_bias.weight[unseen].numpy(), [0.0])
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("model", FEATURED)
 def test_a_featured_model_learns_from_kafka_and_the_feature_topics_into_redis(

@@ -29,6 +29,7 @@ MODEL_KEYS = (
     "l2",
     "init_std",
     "negatives",
+    "negative_power",
     "passes",
     "device",
     "history_length",

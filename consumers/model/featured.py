@@ -2,10 +2,10 @@
 
 **features**: a user's or item's vector is its id embedding plus the mean of its
 feature tokens' embeddings (genres, year bucket, ...; age bucket, gender,
-occupation, geo), learned by BPR against `negatives` uniform items per view; the
-last published coordinate is an item bias (1 for users), so the dot product is the
-score BPR learns. Id
-embeddings start near zero (`init_std`), so an entity with features and no views
+occupation, geo), learned by BPR against `negatives` items per view drawn among the
+items viewed so far (an item nobody viewed is never a negative); the last published
+coordinate is an item bias (1 for users), so the dot product is the score BPR
+learns. Id embeddings start near zero (`init_std`), so an entity with features and no views
 already has a useful vector: it gets a row when its features arrive (cold start).
 
 **content**: the features model plus a small CNN over each item's text (hashed
@@ -39,18 +39,22 @@ CONV_WIDTH = 3
 
 @dataclass(frozen=True, slots=True)
 class FeaturesConfig(NeuralConfig):
-    """`negatives` uniform items per view for BPR; ids start N(0, `init_std`), feature
-    tokens N(0, `feature_init_std`)."""
+    """`negatives` items per view for BPR, drawn among the viewed items with weight
+    views^`negative_power` (0: uniform); ids start N(0, `init_std`), feature tokens
+    N(0, `feature_init_std`)."""
 
     learning_rate: float = 0.01
     init_std: float = 0.01
     feature_init_std: float = 0.1
     negatives: int = 8
+    negative_power: float = 0.0
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
         if self.dim < 2 or self.negatives < 1 or self.feature_init_std < 0:
             raise ValueError("dim must be >= 2, negatives >= 1, feature_init_std >= 0")
+        if not 0 <= self.negative_power <= 1:
+            raise ValueError("negative_power must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +182,7 @@ class FeaturesModel(NeuralModel):
         return torch.cat([self._entity("item", item_rows), self.item_bias.weight[item_rows]], 1)
 
     def learn(self, batch: Batch) -> Step:
-        """One BPR step (Adam) over the batch's views, `negatives` uniform items each."""
+        """One BPR step (Adam) over the batch's views, `negatives` drawn items each."""
         users, items, learned = self._begin(batch)
         none = np.zeros(0, dtype=np.int64)
         if users.size == 0:
@@ -186,9 +190,7 @@ class FeaturesModel(NeuralModel):
         self.views.index_add_(
             0, torch.from_numpy(items), torch.ones(items.size, dtype=torch.float64)
         )
-        drawn = torch.randint(
-            0, len(self.items), (users.size, self.config.negatives), generator=self.generator
-        ).to(self.device)
+        drawn = self._negatives(users.size)
         tape = Tape()
         user_rows, item_rows = self._device_rows(users), self._device_rows(items)
         queries = self._entity("user", user_rows, tape)
@@ -212,6 +214,16 @@ class FeaturesModel(NeuralModel):
             for table in self._padded_tables():
                 table.weight[PADDING] = 0.0
         return Step(float(loss.detach()), learned, tape.rows_read(self.item_ids).cpu().numpy())
+
+    def _negatives(self, views: int) -> Tensor:
+        """`negatives` draws per view among the items viewed so far, each with weight
+        (its views)^`negative_power`: an item with features and no views is never pushed
+        down before anyone saw it, and power > 0 takes popularity out of the scores."""
+        weights = self.views**self.config.negative_power * (self.views > 0)
+        picks = torch.multinomial(
+            weights, views * self.config.negatives, replacement=True, generator=self.generator
+        )
+        return picks.reshape(views, self.config.negatives).to(self.device)
 
     def _padded_tables(self) -> list[AdamRows]:
         return [self.token_table]

@@ -2,8 +2,9 @@
 
 LightFM needs its matrix shape up front, so the model is sized to the whole stream's
 users and items; rows of ids that have not appeared yet are never positives and never
-candidates. With `features` (MovieLens-100K only), users and items also carry their side
-information (`side_features.py`), so cold ones are scored by their tokens. The first
+candidates. With `features`, users and items also carry the stream's side information
+(`side_features.py`: the tokens our feature models embed), so cold ones are scored by
+their tokens. The first
 fit takes the training prefix for `epochs`; each later step (a chunk, or a micro-batch
 at the learner's cadence) is fed to `fit_partial` for `chunk_epochs` (the step alone:
 no replay).
@@ -56,9 +57,9 @@ class LightFMPartialSystem:
         )
         self._shape = (stream.n_users, stream.n_items)
         if self.features:
-            from benchmarks.evaluation.side_features import movielens_feature_matrices
+            from benchmarks.evaluation.side_features import stream_feature_matrices
 
-            self._user_features, self._item_features = movielens_feature_matrices(stream)
+            self._user_features, self._item_features = stream_feature_matrices(stream)
         self._partial(stream, 0, stop, self.epochs)
 
     def update(self, stream: EncodedStream, start: int, stop: int) -> None:
