@@ -10,7 +10,8 @@ event: a system with a vector for them ranks the candidates (from their features
 features, content, LightFM with features; popularity's list is everyone's), one without
 one (mf, history before the user's first learned micro-batch) scores a miss. Candidates:
 the items viewed before the step minus the user's earlier views, as in the evaluation.
-Writes benchmarks/results/cold_users.json.
+Writes benchmarks/results/cold_users.json (`--validation`: the validation stretch before the
+test part, cold_users-validation.json: where settings are chosen).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from benchmarks.evaluation.stream import EncodedStream, IntArray  # noqa: E402
 from benchmarks.evaluation.suite import ML100K  # noqa: E402
 from benchmarks.evaluation.systems.base import System  # noqa: E402
 from benchmarks.evaluation.systems.online import OnlineLearnerSystem  # noqa: E402
+from benchmarks.model_grid import validation_stream  # noqa: E402
 
 BATCH = 512
 K = 10
@@ -70,9 +72,15 @@ def user_scores(
     return scores, known
 
 
-def cold_user_quality(name: str, seed: int, plan: Plan) -> dict[str, float]:
-    stream = load_stream(ML100K)
-    start = split_point(len(stream), 1.0 - plan.test_fraction)
+def cold_user_quality(
+    name: str, seed: int, plan: Plan, validation: bool = False
+) -> dict[str, float]:
+    """Cold users of the test part, or of the validation stretch before it."""
+    if validation:
+        stream, start = validation_stream(plan)
+    else:
+        stream = load_stream(ML100K)
+        start = split_point(len(stream), 1.0 - plan.test_fraction)
     system = build_system(spec(name, seed, plan), BATCH, 64)
     system.fit(stream, start)
     hits: list[float] = []
@@ -111,12 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--systems", default="mf,history,features,content," + ",".join(PEERS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--validation", action="store_true", help="score the validation stretch, not the test"
+    )
     args = parser.parse_args()
     pin_threads()
     plan = Plan()
     results: dict[str, Any] = {}
     for name in args.systems.split(","):
-        runs = [cold_user_quality(name, seed, plan) for seed in range(args.seeds)]
+        runs = [cold_user_quality(name, seed, plan, args.validation) for seed in range(args.seeds)]
         results[name] = {
             **{key: float(np.mean([run[key] for run in runs])) for key in runs[0]},
             "hr@10_sd": float(np.std([run["hr@10"] for run in runs])),
@@ -125,13 +136,14 @@ def main() -> None:
     info = machine()
     info["load_average_at_end"] = list(os.getloadavg())
     write(
-        "cold_users",
+        "cold_users-validation" if args.validation else "cold_users",
         {
             "machine": info,
             "load": "a 2-core machine shared with three other sessions' tests and benchmarks",
             "micro_batch": BATCH,
             "cold_below_views": COLD,
             "seeds": args.seeds,
+            "part": "validation" if args.validation else "test",
             "results": results,
         },
     )

@@ -69,6 +69,32 @@ def test_a_restored_model_reads_the_restored_features(name: ModelName) -> None:
 
 
 @pytest.mark.parametrize("name", FEATURED)
+def test_a_users_features_shape_their_vector_only_until_their_first_learned_view(
+    name: ModelName,
+) -> None:
+    """A new user's vector carries their tokens' cold-start part (learned on other new
+    users' views); once a view of theirs is learned they are their id row alone, so
+    the tokens never blur the users with a history (they cost HR@10 on validation)."""
+    learner = learner_for(name)
+    model = learner.model
+    for record in open_features("synthetic", **SMALL):
+        learner.learn_features(record)
+    views = list(open_dataset("synthetic", **SMALL))
+    for start in range(0, len(views), 256):
+        learner.learn(views[start : start + 256], ServedLists(10))
+    cold = slice(model.config.dim - model.config.cold_width, None)
+    newcomer = learner.learn_features(EntityFeatures("user", "newcomer", {"segment": "s1"}))
+    twin = learner.learn_features(EntityFeatures("user", "twin", {"segment": "s1"}))
+    assert newcomer is not None and twin is not None
+    before = model.user_vectors(np.array([newcomer, twin]))
+    assert np.abs(before[0, cold]).sum() > 0
+    np.testing.assert_array_equal(before[0, cold], before[1, cold])
+    learner.learn([ViewEvent("newcomer", views[0].item, views[-1].ts + 1)], ServedLists(10))
+    after = model.user_vectors(np.array([newcomer]))
+    np.testing.assert_array_equal(after[0, cold], np.zeros(model.config.cold_width))
+
+
+@pytest.mark.parametrize("name", FEATURED)
 def test_an_item_nobody_viewed_is_never_a_negative_so_its_first_views_find_it(
     name: ModelName,
 ) -> None:

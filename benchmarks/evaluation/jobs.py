@@ -30,6 +30,7 @@ MODEL_KEYS = (
     "init_std",
     "negatives",
     "negative_power",
+    "cold_share",
     "passes",
     "device",
     "history_length",
