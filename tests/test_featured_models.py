@@ -29,17 +29,23 @@ def learner_for(name: ModelName) -> OnlineLearner:
     return OnlineLearner(make_model(name, make_config(name, {"dim": 16})))
 
 
-@pytest.mark.parametrize("name", FEATURED)
-def test_an_item_and_a_user_with_features_and_no_views_have_vectors_and_lists(
-    name: ModelName,
-) -> None:
+def trained(name: ModelName) -> OnlineLearner:
+    """A model that read the synthetic features, then learned every view."""
     learner = learner_for(name)
-    model = learner.model
     for record in open_features("synthetic", **SMALL):
         learner.learn_features(record)
     views = list(open_dataset("synthetic", **SMALL))
     for start in range(0, len(views), 256):
         learner.learn(views[start : start + 256], ServedLists(10))
+    return learner
+
+
+@pytest.mark.parametrize("name", FEATURED)
+def test_an_item_and_a_user_with_features_and_no_views_have_vectors_and_lists(
+    name: ModelName,
+) -> None:
+    learner = trained(name)
+    model = learner.model
     new = EntityFeatures("item", "brand-new", {"genre": ["g1"]}, "topic1 flavour3")
     row = learner.learn_features(new)
     assert row is not None and model.items.row("brand-new") == row
@@ -54,13 +60,8 @@ def test_an_item_and_a_user_with_features_and_no_views_have_vectors_and_lists(
 
 
 def test_the_history_tower_gives_an_item_with_features_and_no_views_a_vector() -> None:
-    learner = learner_for("history")
+    learner = trained("history")
     model = learner.model
-    for record in open_features("synthetic", **SMALL):
-        learner.learn_features(record)
-    views = list(open_dataset("synthetic", **SMALL))
-    for start in range(0, len(views), 256):
-        learner.learn(views[start : start + 256], ServedLists(10))
     row = learner.learn_features(EntityFeatures("item", "brand-new", {"genre": ["g1"]}))
     assert row is not None and model.items.row("brand-new") == row
     vector = model.item_vectors(np.array([row]))[0]
