@@ -37,11 +37,13 @@ from benchmarks.evaluation.temporal import evaluate_temporal, temporal_truth  # 
 
 
 def validation_stream(plan: Plan) -> tuple[EncodedStream, int]:
-    """The stream before the test part, and where its validation part starts."""
-    events = load_stream(ML100K).events
+    """The stream before the test part (with every item's and user's features, known
+    from the start as in the evaluation), and where its validation part starts."""
+    loaded = load_stream(ML100K)
+    events = loaded.events
     test_start = split_point(len(events), 1.0 - plan.test_fraction)
     return (
-        EncodedStream.encode(events[:test_start]),
+        EncodedStream.encode(events[:test_start], loaded.features),
         split_point(test_start, 1.0 - plan.validation_fraction),
     )
 

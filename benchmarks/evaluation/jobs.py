@@ -36,6 +36,8 @@ MODEL_KEYS = (
     "hidden",
     "tied",
     "frequency_half_life",
+    "item_features",
+    "feature_init_std",
 )
 
 
