@@ -52,17 +52,13 @@ class HistoryConfig(NeuralConfig):
     item_features: bool = True  # add the mean of an item's feature-token embeddings
     output_features: bool = True  # ... to its output vector too, not only in histories
     feature_init_std: float = 0.05
-    # served scores add this times the log of the item's recent views (logQ counts)
-    popularity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
         if self.history_length < 1 or self.sampled_negatives < 0 or self.hidden < 1:
             raise ValueError("history_length, hidden >= 1 and sampled_negatives >= 0")
-        if self.feature_init_std < 0 or self.popularity_weight < 0:
-            raise ValueError("feature_init_std and popularity_weight must be >= 0")
-        if self.popularity_weight and self.dim < 2:
-            raise ValueError("a popularity term needs dim >= 2")
+        if self.feature_init_std < 0:
+            raise ValueError("feature_init_std must be >= 0")
 
 
 class HistoryTower(NeuralModel):
@@ -74,8 +70,7 @@ class HistoryTower(NeuralModel):
 
     def __init__(self, config: HistoryConfig, search: SearchConfig | None = None) -> None:
         super().__init__(config, search)
-        # the last published coordinate carries the popularity term, when there is one
-        self.width = dim = config.dim - (1 if config.popularity_weight else 0)
+        dim = config.dim
         self.embeddings = self.add_table("item", "item", dim, config.init_std)
         self.outputs = (
             self.embeddings
@@ -107,7 +102,7 @@ class HistoryTower(NeuralModel):
         """A feature-token table (row 0: padding, zero), or None without item features."""
         if not self.config.item_features:
             return None
-        table = AdamRows((self.width,), torch.zeros(1, self.width), self.device)
+        table = AdamRows((self.config.dim,), torch.zeros(1, self.config.dim), self.device)
         self.layers[name] = table
         return table
 
@@ -140,7 +135,9 @@ class HistoryTower(NeuralModel):
         vocabulary = len(self.store.vocabulary)
         for table in self._token_tables():
             if vocabulary > table.rows:
-                fresh = torch.randn(vocabulary - table.rows, self.width, generator=self.generator)
+                fresh = torch.randn(
+                    vocabulary - table.rows, self.config.dim, generator=self.generator
+                )
                 table.append(fresh * self.config.feature_init_std)
 
     def _token_tables(self) -> list[AdamRows]:
@@ -215,7 +212,7 @@ class HistoryTower(NeuralModel):
                 else self._item_rows(self.outputs, self.token_outputs, extra, tape)
             )
             layers = [tape.dense(table) for pair in (self.hidden, self.output) for table in pair]
-        slots = torch.zeros(*recent.shape, self.width, device=self.device)
+        slots = torch.zeros(*recent.shape, self.config.dim, device=self.device)
         slots[valid] = read[:watched]
         mean = slots.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         hidden_weight, hidden_bias, output_weight, output_bias = layers
@@ -225,22 +222,10 @@ class HistoryTower(NeuralModel):
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
         ages = torch.zeros(user_rows.shape[0], device=self.device)  # served now: age 0
         empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-        queries = self._queries(user_rows, ages, None, empty)[0]
-        if not self.config.popularity_weight:
-            return queries
-        weight = torch.full(
-            (queries.shape[0], 1), self.config.popularity_weight, device=self.device
-        )
-        return torch.cat([queries, weight], 1)
+        return self._queries(user_rows, ages, None, empty)[0]
 
     def _item_vectors(self, item_rows: Tensor) -> Tensor:
-        """Output vector, then (with a popularity term) the log of the item's recent views
-        (the logQ counts, at least 1), which the user's weight coordinate multiplies."""
-        vectors = self._item_rows(self.outputs, self.token_outputs, item_rows, None)
-        if not self.config.popularity_weight:
-            return vectors
-        counts = self.item_counts[item_rows.cpu()].clamp(min=1.0).log().float()
-        return torch.cat([vectors, counts[:, None].to(self.device)], 1)
+        return self._item_rows(self.outputs, self.token_outputs, item_rows, None)
 
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
