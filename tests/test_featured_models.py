@@ -26,7 +26,9 @@ SMALL = {"n_users": 60, "n_items": 40, "events": 1500, "seed": 5}
 
 
 def learner_for(name: ModelName) -> OnlineLearner:
-    return OnlineLearner(make_model(name, make_config(name, {"dim": 16})))
+    """`name` at dim 16, the history tower with its item features on."""
+    values = {"dim": 16, "item_features": True}
+    return OnlineLearner(make_model(name, make_config(name, values)))
 
 
 def trained(name: ModelName) -> OnlineLearner:

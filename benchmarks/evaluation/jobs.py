@@ -37,7 +37,6 @@ MODEL_KEYS = (
     "tied",
     "frequency_half_life",
     "item_features",
-    "output_features",
     "popularity_weight",
     "feature_init_std",
 )

@@ -2,11 +2,11 @@
 
 A user's vector is computed, never stored: the mean of the vectors of their last
 `history_length` viewed items, plus a residual MLP over that mean and the example's
-age. An item's vector is its id embedding plus the mean of its feature tokens'
-embeddings (genres, year bucket, ...: consumers/model/features.py), one pair for the
-history and one for the output (published; lists are a nearest-neighbour search over
-it). An item with features gets a row when they arrive, so it has a useful vector
-before its first view (cold start). Learning is a sampled softmax of each view's item
+age. An item's vector is its id embedding, plus (`item_features`) the mean of its
+feature tokens' embeddings (genres, year bucket, ...: consumers/model/features.py);
+one for the history and one for the output (published; lists are a nearest-neighbour
+search over it). With features, an item gets a row when they arrive, so it has a
+useful vector before its first view (cold start). Learning is a sampled softmax of each view's item
 against the batch's other items and `sampled_negatives` uniform draws, each logit
 corrected by the log of how often its item is drawn (logQ). No user table: a user has
 a vector after their first view, and a brand-new user gets the MLP's cold vector.
@@ -49,8 +49,10 @@ class HistoryConfig(NeuralConfig):
     # item frequencies behind the in-batch logQ forget with this half-life in views
     # (0: all-time counts); recent popularity is what the next views follow
     frequency_half_life: int = 2000
-    item_features: bool = True  # add the mean of an item's feature-token embeddings
-    output_features: bool = True  # ... to its output vector too, not only in histories
+    # add the mean of an item's feature-token embeddings to its vectors: cold items get
+    # useful vectors, but temporal NDCG@10 on validation fell 0.178 -> 0.158
+    # (benchmarks/results/model_grid-history-features*.json), so off by default
+    item_features: bool = False
     feature_init_std: float = 0.05
 
     def __post_init__(self) -> None:
@@ -63,7 +65,7 @@ class HistoryConfig(NeuralConfig):
 
 class HistoryTower(NeuralModel):
     """User vector = mean of recent item vectors + MLP(mean, age); item vector = its
-    embedding + mean of its feature-token embeddings. Invariant: `recent[u]` is a ring
+    embedding (+ mean of its feature-token embeddings). Invariant: `recent[u]` is a ring
     of user row u's last views (-1: empty), `pushed[u]` how many views went into it."""
 
     config: HistoryConfig
@@ -81,11 +83,7 @@ class HistoryTower(NeuralModel):
         self.item_tokens = TokenRows()
         self.token_embeddings = self._add_tokens("item_tokens")
         self.token_outputs = (
-            self.token_embeddings
-            if config.tied
-            else self._add_tokens("item_output_tokens")
-            if config.output_features
-            else None
+            self.token_embeddings if config.tied else self._add_tokens("item_output_tokens")
         )
         self.hidden = self.add_layer("hidden", dim + 1, config.hidden)
         self.output = self.add_layer("output", config.hidden, dim)
