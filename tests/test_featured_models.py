@@ -21,24 +21,33 @@ from tests.learners import Learner, meta_events, wait_for
 from tests.test_end_to_end import consume_args, produce
 
 FEATURED: tuple[ModelName, ...] = ("features", "content")
+ITEM_FEATURED: tuple[ModelName, ...] = (*FEATURED, "history")
 SMALL = {"n_users": 60, "n_items": 40, "events": 1500, "seed": 5}
 
 
 def learner_for(name: ModelName) -> OnlineLearner:
-    return OnlineLearner(make_model(name, make_config(name, {"dim": 16})))
+    """`name` at dim 16, the history tower with its item features on."""
+    values = {"dim": 16, "item_features": True}
+    return OnlineLearner(make_model(name, make_config(name, values)))
+
+
+def trained(name: ModelName) -> OnlineLearner:
+    """A model that read the synthetic features, then learned every view."""
+    learner = learner_for(name)
+    for record in open_features("synthetic", **SMALL):
+        learner.learn_features(record)
+    views = list(open_dataset("synthetic", **SMALL))
+    for start in range(0, len(views), 256):
+        learner.learn(views[start : start + 256], ServedLists(10))
+    return learner
 
 
 @pytest.mark.parametrize("name", FEATURED)
 def test_an_item_and_a_user_with_features_and_no_views_have_vectors_and_lists(
     name: ModelName,
 ) -> None:
-    learner = learner_for(name)
+    learner = trained(name)
     model = learner.model
-    for record in open_features("synthetic", **SMALL):
-        learner.learn_features(record)
-    views = list(open_dataset("synthetic", **SMALL))
-    for start in range(0, len(views), 256):
-        learner.learn(views[start : start + 256], ServedLists(10))
     new = EntityFeatures("item", "brand-new", {"genre": ["g1"]}, "topic1 flavour3")
     row = learner.learn_features(new)
     assert row is not None and model.items.row("brand-new") == row
@@ -52,7 +61,26 @@ def test_an_item_and_a_user_with_features_and_no_views_have_vectors_and_lists(
     assert learner.forget_features("item", "nobody") is None  # no features, no row
 
 
-@pytest.mark.parametrize("name", FEATURED)
+def test_the_history_tower_gives_an_item_with_features_and_no_views_a_vector() -> None:
+    learner = trained("history")
+    model = learner.model
+    row = learner.learn_features(EntityFeatures("item", "brand-new", {"genre": ["g1"]}))
+    assert row is not None and model.items.row("brand-new") == row
+    vector = model.item_vectors(np.array([row]))[0]
+    genre_mates = [
+        model.items.row(record.id)
+        for record in open_features("synthetic", **SMALL)
+        if record.kind == "item" and record.features.get("genre") == ["g1"]
+    ]
+    others = np.setdiff1d(np.arange(len(model.items)), [*genre_mates, row])
+    vectors = model.item_vectors(np.arange(len(model.items)))
+    closer = vectors[genre_mates] @ vector
+    assert closer.mean() > (vectors[others] @ vector).mean()  # its genre's items, not noise
+    assert learner.learn_features(EntityFeatures("item", "nothing-known", {})) is None
+    assert learner.learn_features(EntityFeatures("user", "newcomer", {"segment": "s1"})) is None
+
+
+@pytest.mark.parametrize("name", ITEM_FEATURED)
 def test_a_restored_model_reads_the_restored_features(name: ModelName) -> None:
     learner = learner_for(name)
     for record in open_features("synthetic", **SMALL):

@@ -38,6 +38,9 @@ MODEL_KEYS = (
     "hidden",
     "tied",
     "frequency_half_life",
+    "item_features",
+    "popularity_weight",
+    "feature_init_std",
 )
 
 

@@ -1,12 +1,17 @@
 """The history model: YouTube-style candidate generation, learned online.
 
-A user's vector is computed, never stored: the mean of the embeddings of their last
+A user's vector is computed, never stored: the mean of the vectors of their last
 `history_length` viewed items, plus a residual MLP over that mean and the example's
-age. Items have one embedding, which is also their published vector; lists are a
-nearest-neighbour search over it. Learning is a sampled softmax of each view's item
+age. An item's vector is its id embedding, plus (`item_features`) the mean of its
+feature tokens' embeddings (genres, year bucket, ...: consumers/model/features.py);
+one for the history and one for the output (published; lists are a nearest-neighbour
+search over it). With features, an item gets a row when they arrive, so it has a
+useful vector before its first view (cold start). Learning is a sampled softmax of each view's item
 against the batch's other items and `sampled_negatives` uniform draws, each logit
 corrected by the log of how often its item is drawn (logQ). No user table: a user has
 a vector after their first view, and a brand-new user gets the MLP's cold vector.
+Invariants: feature token 0 is padding and its embeddings stay zero; the item token
+matrix follows the feature store (rebuilt from it after a restore).
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ from torch import Tensor
 
 from consumers.model.base import Batch, Step
 from consumers.model.config import SearchConfig
-from consumers.model.neural import NeuralConfig, NeuralModel, Tape
+from consumers.model.featured import TokenRows, _mean_of
+from consumers.model.features import PADDING, FeatureStore
+from consumers.model.neural import Entity, EntityTable, NeuralConfig, NeuralModel, Tape
+from consumers.model.optim import AdamRows
+from streamer.events import Id
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -40,17 +49,24 @@ class HistoryConfig(NeuralConfig):
     # item frequencies behind the in-batch logQ forget with this half-life in views
     # (0: all-time counts); recent popularity is what the next views follow
     frequency_half_life: int = 2000
+    # add the mean of an item's feature-token embeddings to its vectors: cold items get
+    # useful vectors, but temporal NDCG@10 on validation fell 0.178 -> 0.158
+    # (benchmarks/results/model_grid-history-features*.json), so off by default
+    item_features: bool = False
+    feature_init_std: float = 0.05
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
         if self.history_length < 1 or self.sampled_negatives < 0 or self.hidden < 1:
             raise ValueError("history_length, hidden >= 1 and sampled_negatives >= 0")
+        if self.feature_init_std < 0:
+            raise ValueError("feature_init_std must be >= 0")
 
 
 class HistoryTower(NeuralModel):
-    """User vector = mean of recent item embeddings + MLP(mean, age); item vector = its
-    embedding. Invariant: `recent[u]` is a ring of user row u's last views (-1: empty),
-    `pushed[u]` how many views went into it."""
+    """User vector = mean of recent item vectors + MLP(mean, age); item vector = its
+    embedding (+ mean of its feature-token embeddings). Invariant: `recent[u]` is a ring
+    of user row u's last views (-1: empty), `pushed[u]` how many views went into it."""
 
     config: HistoryConfig
 
@@ -63,6 +79,12 @@ class HistoryTower(NeuralModel):
             if config.tied
             else self.add_table("item_output", "item", dim, config.init_std)
         )
+        self.store = FeatureStore()
+        self.item_tokens = TokenRows()
+        self.token_embeddings = self._add_tokens("item_tokens")
+        self.token_outputs = (
+            self.token_embeddings if config.tied else self._add_tokens("item_output_tokens")
+        )
         self.hidden = self.add_layer("hidden", dim + 1, config.hidden)
         self.output = self.add_layer("output", config.hidden, dim)
         self.recent = torch.full((0, config.history_length), -1, dtype=torch.int64)
@@ -73,6 +95,76 @@ class HistoryTower(NeuralModel):
     @property
     def name(self) -> str:
         return "history"
+
+    def _add_tokens(self, name: str) -> AdamRows | None:
+        """A feature-token table (row 0: padding, zero), or None without item features."""
+        if not self.config.item_features:
+            return None
+        table = AdamRows((self.config.dim,), torch.zeros(1, self.config.dim), self.device)
+        self.layers[name] = table
+        return table
+
+    def read_features(self, store: FeatureStore) -> None:
+        self.store = store
+        self._rebuild_item_tokens()
+
+    def features_arrived(self, kind: Entity, raw: Id) -> int | None:
+        """Give an item with features a row (and its tokens); a user's row if known (the
+        tower embeds no user features), else None."""
+        if kind == "user" or not self.config.item_features:
+            return (self.users if kind == "user" else self.items).row(raw)
+        tokens = self.store.tokens("item", [raw])[0]
+        if raw not in self.items and not (tokens != PADDING).any():
+            return None
+        row = self.items.add(raw)
+        self.sync_rows()
+        self.item_tokens.set(row, tokens[tokens != PADDING])
+        return row
+
+    def sync_rows(self) -> None:
+        before = self.item_tokens.ids.shape[0]
+        super().sync_rows()
+        if not self.config.item_features:
+            return
+        for row in range(before, len(self.items)):  # rows views added: their tokens
+            tokens = self.store.tokens("item", [self.items.raw(row)])[0]
+            self.item_tokens.set(row, tokens[tokens != PADDING])
+        self.item_tokens.grow_to(len(self.items))
+        vocabulary = len(self.store.vocabulary)
+        for table in self._token_tables():
+            if vocabulary > table.rows:
+                fresh = torch.randn(
+                    vocabulary - table.rows, self.config.dim, generator=self.generator
+                )
+                table.append(fresh * self.config.feature_init_std)
+
+    def _token_tables(self) -> list[AdamRows]:
+        """The distinct feature-token tables (one when tied, none without features)."""
+        tables = [self.token_embeddings, self.token_outputs]
+        return [
+            table for i, table in enumerate(tables) if table is not None and table not in tables[:i]
+        ]
+
+    def _rebuild_item_tokens(self) -> None:
+        self.item_tokens = TokenRows()
+        self.sync_rows()
+
+    def _item_rows(
+        self, ids: EntityTable, tokens: AdamRows | None, rows: Tensor, tape: Tape | None
+    ) -> Tensor:
+        """Id embedding + mean feature-token embedding of item `rows` (tape: differentiable)."""
+        own = ids.weight[rows] if tape is None else tape.rows(ids, rows)
+        if tokens is None:
+            return own
+        ids_of_tokens = self.item_tokens.ids[rows.cpu()].to(self.device)
+        embedded = (
+            tokens.weight[ids_of_tokens]
+            if tape is None
+            else tape.rows(tokens, ids_of_tokens.flatten()).reshape(
+                *ids_of_tokens.shape, tokens.shape[0]
+            )
+        )
+        return own + _mean_of(embedded, ids_of_tokens)
 
     def _grow_users(self, users: int) -> None:
         extra = users - self.recent.shape[0]
@@ -107,13 +199,16 @@ class HistoryTower(NeuralModel):
         watched = int(valid.sum())
         tied = self.outputs is self.embeddings
         rows = torch.cat([recent[valid], extra]) if tied else recent[valid]
+        read = self._item_rows(self.embeddings, self.token_embeddings, rows, tape)
         if tape is None:
-            read = self.embeddings.weight[rows]
-            outputs = self.outputs.weight[extra]
+            outputs = self._item_rows(self.outputs, self.token_outputs, extra, None)
             layers = [table.weight for pair in (self.hidden, self.output) for table in pair]
         else:
-            read = tape.rows(self.embeddings, rows)
-            outputs = read[watched:] if tied else tape.rows(self.outputs, extra)
+            outputs = (
+                read[watched:]
+                if tied
+                else self._item_rows(self.outputs, self.token_outputs, extra, tape)
+            )
             layers = [tape.dense(table) for pair in (self.hidden, self.output) for table in pair]
         slots = torch.zeros(*recent.shape, self.config.dim, device=self.device)
         slots[valid] = read[:watched]
@@ -128,7 +223,7 @@ class HistoryTower(NeuralModel):
         return self._queries(user_rows, ages, None, empty)[0]
 
     def _item_vectors(self, item_rows: Tensor) -> Tensor:
-        return self.outputs.weight[item_rows]
+        return self._item_rows(self.outputs, self.token_outputs, item_rows, None)
 
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
@@ -185,6 +280,9 @@ class HistoryTower(NeuralModel):
             return float("nan"), np.zeros(0, dtype=np.int64)
         loss.backward()  # type: ignore[no-untyped-call]
         tape.step(self.optimizer)
+        with torch.no_grad():
+            for table in self._token_tables():
+                table.weight[PADDING] = 0.0
         return float(loss.detach()), tape.rows_read(self.outputs).cpu().numpy()
 
     def _extra_state(self) -> dict[str, Tensor]:
@@ -200,3 +298,4 @@ class HistoryTower(NeuralModel):
         self.pushed = tensors["recent_pushed"].clone()
         self.item_counts = tensors["item_counts"].clone()
         self.newest = tensors["newest"].clone()
+        self._rebuild_item_tokens()
