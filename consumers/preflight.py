@@ -10,12 +10,15 @@ one `PreflightError` naming the cause and the setting to change.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import uuid
+from pathlib import Path
 
 import redis
 from redis.exceptions import NoPermissionError
 
+from consumers.durability.host import newest_settings
 from consumers.settings import ConsumeSettings
 from consumers.sinks.redis import RedisStore
 from streamer.events import DEAD_LETTER_SUFFIX
@@ -26,7 +29,9 @@ PASSWORD_SETTING = "RECSTREAM_REDIS_PASSWORD"
 
 
 def check_consume(settings: ConsumeSettings) -> None:
-    """Raises `PreflightError` unless the learner can serve, read, write and publish."""
+    """Raises `PreflightError` unless the learner can serve, read, write and publish, and
+    restore its checkpoint."""
+    check_checkpoint(settings)
     check_metrics_ports(settings.metrics_addr, settings.metrics_port, settings.workers)
     topics = settings.topics()
     check_kafka(
@@ -48,6 +53,30 @@ def check_consume(settings: ConsumeSettings) -> None:
         check_redis(store)
     finally:
         store.close()
+
+
+def check_checkpoint(settings: ConsumeSettings) -> None:
+    """Raises `PreflightError` when the newest checkpoint was written with other model
+    settings (another `--model`, `--dim`, ..., or another release's defaults): restoring
+    it would fail, and starting afresh in the same group would skip what it covered."""
+    if settings.checkpoint_dir is None:
+        return
+    directory = Path(settings.checkpoint_dir)
+    written = newest_settings(directory)
+    wanted = dataclasses.asdict(settings.hyper_parameters())
+    if written is None or dict(written) == wanted:
+        return
+    differ = sorted(
+        key for key in written.keys() | wanted.keys() if written.get(key) != wanted.get(key)
+    )
+    changes = ", ".join(
+        f"{key} {written.get(key, '(none)')} -> {wanted.get(key, '(none)')}" for key in differ
+    )
+    raise PreflightError(
+        f"the checkpoint in {directory} was written with other model settings ({changes}): "
+        "start with the settings it was written with, or learn the log again under a new "
+        "--group (its own checkpoint directory)"
+    )
 
 
 def check_metrics_ports(address: str, first: int, workers: int) -> None:

@@ -1,13 +1,16 @@
-"""`consume`'s start-up checks that need no service: the metrics ports."""
+"""`consume`'s start-up checks that need no service: the metrics ports, and whether the
+checkpoint it would restore was written with its model settings."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from consumers.preflight import check_metrics_ports
+from consumers.cli import load_settings
+from consumers.preflight import check_checkpoint, check_metrics_ports
 from streamer.preflight import PreflightError
 
 
@@ -36,3 +39,26 @@ def test_free_ports_and_port_0_pass() -> None:
         free = probe.getsockname()[1]
     check_metrics_ports("127.0.0.1", free, 1)
     check_metrics_ports("127.0.0.1", 0, 8)
+
+
+WRITTEN = Path(__file__).parent / "fixtures" / "checkpoint-v1"  # mf, dim 4, seed 5
+SAME = {"dim": "4", "seed": "5"}
+
+
+def test_a_checkpoint_written_with_other_model_settings_stops_the_start_naming_them() -> None:
+    """Regression: restoring it raised a traceback from every worker (seen after an
+    upgrade changed the features model's defaults)."""
+    settings = load_settings("consume", {"checkpoint_dir": str(WRITTEN), **SAME, "dim": "8"})
+    with pytest.raises(PreflightError, match=r"other model settings \(dim 4 -> 8\).*--group"):
+        check_checkpoint(settings)
+    other_model = load_settings(
+        "consume", {"checkpoint_dir": str(WRITTEN), **SAME, "model": "features"}
+    )
+    with pytest.raises(PreflightError, match="negative_power"):
+        check_checkpoint(other_model)
+
+
+def test_its_own_settings_no_checkpoint_or_none_pass(tmp_path: Path) -> None:
+    check_checkpoint(load_settings("consume", {"checkpoint_dir": str(WRITTEN), **SAME}))
+    check_checkpoint(load_settings("consume", {"checkpoint_dir": str(tmp_path), "dim": "8"}))
+    check_checkpoint(load_settings("consume", {"checkpoint_dir": "none", "dim": "8"}))

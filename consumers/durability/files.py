@@ -128,6 +128,19 @@ def read_parts(path: Path) -> tuple[Parts, dict[str, Any]]:
     return parts, manifest
 
 
+def newest_body(directory: Path) -> dict[str, Any] | None:
+    """The newest checkpoint's manifest body (no parts read, nothing verified), None when
+    there is none or it does not parse: enough to see what wrote it."""
+    sequences = _sequences(directory)
+    if not sequences:
+        return None
+    try:
+        body = json.loads((directory / _name(sequences[-1]) / MANIFEST_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def latest(directory: Path, read: Callable[[Path], Read]) -> Read | None:
     """`read` of the newest checkpoint it does not find corrupt (`CorruptCheckpoint`):
     older ones stand in for corrupt ones."""

@@ -13,13 +13,22 @@ forgotten id stays a hole in the shared registries, its doomed keys are united).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from consumers.durability.files import CorruptCheckpoint, latest, read_parts, seal, stage_part
+from consumers.durability.files import (
+    CorruptCheckpoint,
+    latest,
+    newest_body,
+    read_parts,
+    seal,
+    stage_part,
+)
 from consumers.durability.manifest import Manifest, QualityTotals, WorkerManifest
 from consumers.model.history import History
 from consumers.model.packing import FORGOTTEN, pack_lists, unpack_lists
@@ -63,6 +72,16 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise CorruptCheckpoint(f"{path}: parts {sorted(parts)}, manifest names {sorted(expected)}")
     workers = {index: parts[worker_part(index)] for index in manifest.workers}
     return Checkpoint(path, manifest, parts[SHARED_PART], workers)
+
+
+def newest_settings(directory: Path) -> Mapping[str, Any] | None:
+    """The model settings the newest checkpoint was written with (its manifest alone),
+    None when there is none or its manifest does not parse (restoring judges it)."""
+    body = newest_body(directory)
+    try:
+        return None if body is None else Manifest.from_json(body).config
+    except ValueError:
+        return None
 
 
 def latest_checkpoint(directory: Path) -> Checkpoint | None:
