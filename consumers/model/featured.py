@@ -39,6 +39,7 @@ from consumers.model.config import SearchConfig
 from consumers.model.features import PADDING, TEXT_BUCKETS, FeatureStore
 from consumers.model.neural import Entity, NeuralConfig, NeuralModel, Tape
 from consumers.model.optim import AdamRows
+from consumers.model.token_rows import FeatureRows, TokenRows, mean_of
 from streamer.events import Id
 
 CONV_WIDTH = 3
@@ -87,37 +88,10 @@ class ContentConfig(FeaturesConfig):
             raise ValueError("word_dim, channels must be >= 1, content_views > 0")
 
 
-class TokenRows:
-    """A padded `[rows, width]` matrix of token ids per entity row (0: padding)."""
-
-    def __init__(self) -> None:
-        self.ids = torch.zeros((0, 1), dtype=torch.int64)
-
-    def grow_to(self, rows: int) -> None:
-        if rows > self.ids.shape[0]:
-            fresh = torch.zeros((rows - self.ids.shape[0], self.ids.shape[1]), dtype=torch.int64)
-            self.ids = torch.cat([self.ids, fresh])
-
-    def set(self, row: int, tokens: np.ndarray) -> None:
-        self.grow_to(row + 1)
-        if tokens.size > self.ids.shape[1]:
-            wider = torch.zeros((self.ids.shape[0], tokens.size), dtype=torch.int64)
-            wider[:, : self.ids.shape[1]] = self.ids
-            self.ids = wider
-        self.ids[row] = PADDING
-        self.ids[row, : tokens.size] = torch.from_numpy(tokens)
-
-
 def _grown(counts: Tensor, rows: int) -> Tensor:
     """`counts` with zeros appended up to `rows`."""
     extra = rows - counts.shape[0]
     return torch.cat([counts, torch.zeros(extra, dtype=counts.dtype)]) if extra > 0 else counts
-
-
-def _mean_of(embeddings: Tensor, tokens: Tensor) -> Tensor:
-    """Mean of the non-padding rows' embeddings per entity ([n, width, d] -> [n, d])."""
-    mask = (tokens != PADDING).unsqueeze(-1).to(embeddings.dtype)
-    return (embeddings * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 class FeaturesModel(NeuralModel):
@@ -139,8 +113,7 @@ class FeaturesModel(NeuralModel):
         self.layers["tokens"] = self.token_table
         self.user_token_table = AdamRows((cold,), torch.zeros(1, cold), self.device)
         self.layers["user_tokens"] = self.user_token_table
-        self.store = FeatureStore()
-        self.token_rows: dict[Entity, TokenRows] = {"user": TokenRows(), "item": TokenRows()}
+        self.feature_rows = FeatureRows()
         self.views = torch.zeros(0, dtype=torch.float64)  # per item row
         self.user_views = torch.zeros(0, dtype=torch.float64)  # per user row
 
@@ -149,52 +122,39 @@ class FeaturesModel(NeuralModel):
         return "features"
 
     def read_features(self, store: FeatureStore) -> None:
-        self.store = store
+        self.feature_rows.read(store)
         self._rebuild_token_rows()
 
     def features_arrived(self, kind: Entity, raw: Id) -> int | None:
         """Give an entity with features a row (and its tokens); None for one without
         features and without a row."""
         registry = self.users if kind == "user" else self.items
-        known = raw in registry
-        tokens = self.store.tokens(kind, [raw])[0]
-        if not known and not (tokens != PADDING).any():
+        if raw not in registry and not self.feature_rows.has(kind, raw):
             return None
         row = registry.add(raw)
         self.sync_rows()
-        self.token_rows[kind].set(row, tokens[tokens != PADDING])
+        self.feature_rows.set(kind, row, raw)
         return row
 
     def sync_rows(self) -> None:
-        added = {"user": len(self.users), "item": len(self.items)}
-        before = {kind: rows.ids.shape[0] for kind, rows in self.token_rows.items()}
         super().sync_rows()
-        for kind, rows in self.token_rows.items():
-            registry = self.users if kind == "user" else self.items
-            for row in range(before[kind], added[kind]):  # rows views added: their tokens
-                tokens = self.store.tokens(kind, [registry.raw(row)])[0]
-                rows.set(row, tokens[tokens != PADDING])
-            rows.grow_to(added[kind])
-        self.views = _grown(self.views, added["item"])
-        self.user_views = _grown(self.user_views, added["user"])
-        vocabulary = len(self.store.vocabulary)
+        self.feature_rows.follow("user", self.users)
+        self.feature_rows.follow("item", self.items)
+        self.views = _grown(self.views, len(self.items))
+        self.user_views = _grown(self.user_views, len(self.users))
         for table in (self.token_table, self.user_token_table):
-            if vocabulary > table.rows:
-                fresh = torch.randn(
-                    vocabulary - table.rows, table.shape[0], generator=self.generator
-                )
-                table.append(fresh * self.config.feature_init_std)
+            self.feature_rows.grow(table, self.generator, self.config.feature_init_std)
 
     def _rebuild_token_rows(self) -> None:
-        self.token_rows = {"user": TokenRows(), "item": TokenRows()}
+        self.feature_rows.reset()
         self.sync_rows()
 
     def _features(self, kind: Entity, rows: Tensor, tape: Tape | None) -> Tensor:
         """Mean token embedding: an item's in the id width, a user's in the cold width."""
-        tokens = self.token_rows[kind].ids[rows.cpu()].to(self.device)
+        tokens = self.feature_rows.ids(kind, rows).to(self.device)
         table = self.user_token_table if kind == "user" else self.token_table
         embedded = table.weight[tokens] if tape is None else tape.rows(table, tokens.flatten())
-        return _mean_of(embedded.reshape(*tokens.shape, table.shape[0]), tokens)
+        return mean_of(embedded.reshape(*tokens.shape, table.shape[0]), tokens)
 
     def _item(self, rows: Tensor, tape: Tape | None = None) -> Tensor:
         own = self.item_ids.weight[rows] if tape is None else tape.rows(self.item_ids, rows)
@@ -322,7 +282,7 @@ class ContentModel(FeaturesModel):
         """As the features model, and an item with text gets a row too."""
         row = super().features_arrived(kind, raw)
         if kind == "item":
-            words = self.store.words([raw])[0]
+            words = self.feature_rows.store.words([raw])[0]
             words = words[words != PADDING]
             if row is None and words.size:
                 row = self.items.add(raw)
@@ -335,7 +295,7 @@ class ContentModel(FeaturesModel):
         before = self.word_rows.ids.shape[0]
         super().sync_rows()
         for row in range(before, len(self.items)):
-            words = self.store.words([self.items.raw(row)])[0]
+            words = self.feature_rows.store.words([self.items.raw(row)])[0]
             self.word_rows.set(row, words[words != PADDING])
         self.word_rows.grow_to(len(self.items))
 

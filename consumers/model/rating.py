@@ -32,6 +32,7 @@ from consumers.model.base import Batch, Floats, Rows, Step
 from consumers.model.config import SearchConfig
 from consumers.model.features import PADDING, FeatureStore
 from consumers.model.neural import Entity, EntityTable, NeuralConfig, NeuralModel, Tape
+from consumers.model.token_rows import FeatureRows
 from streamer.events import Id
 
 
@@ -69,7 +70,7 @@ class BiasedRating(NeuralModel):
         self.user_residuals = self.add_table("user_residuals", "user", 2, 0.0)
         self.item_ratings = self.add_table("item_ratings", "item", 2, 0.0)
         self.ratings = torch.zeros(2, dtype=torch.float64)  # sum, count
-        self.store = FeatureStore()
+        self.feature_rows = FeatureRows()
         self.token_totals = torch.zeros(1, 2, dtype=torch.float64)  # per feature token
 
     @property
@@ -82,29 +83,27 @@ class BiasedRating(NeuralModel):
         return total / count if count else 0.0
 
     def read_features(self, store: FeatureStore) -> None:
-        self.store = store
+        self.feature_rows.read(store)
+        self.sync_rows()
 
     def features_arrived(self, kind: Entity, raw: Id) -> int | None:
         """Give an entity with features a row, so that its bias starts from them."""
         registry = self.users if kind == "user" else self.items
-        if raw not in registry and not self.store.tokens(kind, [raw]).any():
+        if raw not in registry and not self.feature_rows.has(kind, raw):
             return None
         row = registry.add(raw)
         self.sync_rows()
+        self.feature_rows.set(kind, row, raw)
         return row
 
     def sync_rows(self) -> None:
         super().sync_rows()
-        grown = len(self.store.vocabulary) - self.token_totals.shape[0]
+        self.feature_rows.follow("user", self.users)
+        self.feature_rows.follow("item", self.items)
+        grown = len(self.feature_rows.store.vocabulary) - self.token_totals.shape[0]
         if grown > 0:
             fresh = torch.zeros(grown, 2, dtype=torch.float64)
             self.token_totals = torch.cat([self.token_totals, fresh])
-
-    def _tokens(self, kind: Entity, rows: Tensor) -> Tensor:
-        """[rows, widest] feature token ids of these rows (PADDING after them)."""
-        registry = self.users if kind == "user" else self.items
-        raws = registry.raws(rows.tolist())  # None for a forgotten user: no tokens
-        return torch.from_numpy(self.store.tokens(kind, ["" if r is None else r for r in raws]))
 
     def _bias(self, kind: Entity, rows: Tensor) -> Tensor:
         """The shrunk mean of each row's (sum, count), less the global mean, shrunk toward
@@ -114,7 +113,7 @@ class BiasedRating(NeuralModel):
             if kind == "user"
             else (self.item_ratings, self.config.item_shrinkage)
         )
-        tokens = self._tokens(kind, rows)
+        tokens = self.feature_rows.ids(kind, rows)
         total, count = self.token_totals[tokens].unbind(2)
         means = (total - count * self.mean_rating) / (count + self.config.feature_shrinkage)
         present = tokens != PADDING
@@ -141,7 +140,7 @@ class BiasedRating(NeuralModel):
         """(weight * value, weight) added to the rows' totals and their tokens'."""
         totals = torch.stack([values * weights, weights], 1)
         table.weight.index_add_(0, rows, totals)
-        tokens = self._tokens(kind, rows)
+        tokens = self.feature_rows.ids(kind, rows)
         present = tokens != PADDING
         per_token = totals.cpu().double().unsqueeze(1).expand(-1, tokens.shape[1], -1)
         self.token_totals.index_add_(0, tokens[present], per_token[present])
@@ -222,3 +221,5 @@ class BiasedRating(NeuralModel):
     def _load_extra_state(self, tensors: dict[str, Tensor]) -> None:
         self.ratings = tensors["ratings"].clone()
         self.token_totals = tensors["token_totals"].clone()
+        self.feature_rows.reset()  # the registry was restored: every row read again
+        self.sync_rows()

@@ -24,10 +24,10 @@ from torch import Tensor
 
 from consumers.model.base import Batch, Step
 from consumers.model.config import SearchConfig
-from consumers.model.featured import TokenRows, _mean_of
 from consumers.model.features import PADDING, FeatureStore
 from consumers.model.neural import Entity, EntityTable, NeuralConfig, NeuralModel, Tape
 from consumers.model.optim import AdamRows
+from consumers.model.token_rows import FeatureRows, mean_of
 from streamer.events import Id
 
 SECONDS_PER_HOUR = 3600.0
@@ -79,8 +79,7 @@ class HistoryTower(NeuralModel):
             if config.tied
             else self.add_table("item_output", "item", dim, config.init_std)
         )
-        self.store = FeatureStore()
-        self.item_tokens = TokenRows()
+        self.feature_rows = FeatureRows()
         self.token_embeddings = self._add_tokens("item_tokens")
         self.token_outputs = (
             self.token_embeddings if config.tied else self._add_tokens("item_output_tokens")
@@ -105,38 +104,28 @@ class HistoryTower(NeuralModel):
         return table
 
     def read_features(self, store: FeatureStore) -> None:
-        self.store = store
-        self._rebuild_item_tokens()
+        self.feature_rows.read(store)
+        self.sync_rows()
 
     def features_arrived(self, kind: Entity, raw: Id) -> int | None:
         """Give an item with features a row (and its tokens); a user's row if known (the
         tower embeds no user features), else None."""
         if kind == "user" or not self.config.item_features:
             return (self.users if kind == "user" else self.items).row(raw)
-        tokens = self.store.tokens("item", [raw])[0]
-        if raw not in self.items and not (tokens != PADDING).any():
+        if raw not in self.items and not self.feature_rows.has("item", raw):
             return None
         row = self.items.add(raw)
         self.sync_rows()
-        self.item_tokens.set(row, tokens[tokens != PADDING])
+        self.feature_rows.set("item", row, raw)
         return row
 
     def sync_rows(self) -> None:
-        before = self.item_tokens.ids.shape[0]
         super().sync_rows()
         if not self.config.item_features:
             return
-        for row in range(before, len(self.items)):  # rows views added: their tokens
-            tokens = self.store.tokens("item", [self.items.raw(row)])[0]
-            self.item_tokens.set(row, tokens[tokens != PADDING])
-        self.item_tokens.grow_to(len(self.items))
-        vocabulary = len(self.store.vocabulary)
+        self.feature_rows.follow("item", self.items)
         for table in self._token_tables():
-            if vocabulary > table.rows:
-                fresh = torch.randn(
-                    vocabulary - table.rows, self.config.dim, generator=self.generator
-                )
-                table.append(fresh * self.config.feature_init_std)
+            self.feature_rows.grow(table, self.generator, self.config.feature_init_std)
 
     def _token_tables(self) -> list[AdamRows]:
         """The distinct feature-token tables (one when tied, none without features)."""
@@ -145,10 +134,6 @@ class HistoryTower(NeuralModel):
             table for i, table in enumerate(tables) if table is not None and table not in tables[:i]
         ]
 
-    def _rebuild_item_tokens(self) -> None:
-        self.item_tokens = TokenRows()
-        self.sync_rows()
-
     def _item_rows(
         self, ids: EntityTable, tokens: AdamRows | None, rows: Tensor, tape: Tape | None
     ) -> Tensor:
@@ -156,7 +141,7 @@ class HistoryTower(NeuralModel):
         own = ids.weight[rows] if tape is None else tape.rows(ids, rows)
         if tokens is None:
             return own
-        ids_of_tokens = self.item_tokens.ids[rows.cpu()].to(self.device)
+        ids_of_tokens = self.feature_rows.ids("item", rows).to(self.device)
         embedded = (
             tokens.weight[ids_of_tokens]
             if tape is None
@@ -164,7 +149,7 @@ class HistoryTower(NeuralModel):
                 *ids_of_tokens.shape, tokens.shape[0]
             )
         )
-        return own + _mean_of(embedded, ids_of_tokens)
+        return own + mean_of(embedded, ids_of_tokens)
 
     def _grow_users(self, users: int) -> None:
         extra = users - self.recent.shape[0]
@@ -298,4 +283,5 @@ class HistoryTower(NeuralModel):
         self.pushed = tensors["recent_pushed"].clone()
         self.item_counts = tensors["item_counts"].clone()
         self.newest = tensors["newest"].clone()
-        self._rebuild_item_tokens()
+        self.feature_rows.reset()  # the registry was restored: every row read again
+        self.sync_rows()
