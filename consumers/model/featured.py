@@ -166,7 +166,10 @@ class FeaturesModel(NeuralModel):
 
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
         ones = torch.ones(user_rows.shape[0], 1, device=self.device)
-        cold = self._cold(user_rows)[:, None] * self._features("user", user_rows, None)
+        cold = torch.zeros(user_rows.shape[0], self.config.cold_width, device=self.device)
+        new = self._cold(user_rows)
+        if new.any():  # a publish is mostly of users with a history: their part is 0
+            cold[new] = self._features("user", user_rows[new], None)
         return torch.cat([self.user_ids.weight[user_rows], ones, cold], 1)
 
     def _item_vectors(self, item_rows: Tensor) -> Tensor:
