@@ -28,9 +28,28 @@ def test_a_taken_metrics_port_stops_the_start_naming_it(taken: int) -> None:
         check_metrics_ports("127.0.0.1", taken, 1)
 
 
-def test_the_port_of_a_later_worker_is_checked_too(taken: int) -> None:
+@pytest.fixture
+def taken_after_a_free_one() -> Iterator[int]:
+    """A free loopback port whose next port someone else listens on (`taken - 1` alone
+    was sometimes in use by another process: the check then named worker 0's port)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", free + 1))
+            except OSError:
+                continue
+            other.listen()
+            yield free
+            return
+    pytest.fail("no free loopback port with a bindable next port")
+
+
+def test_the_port_of_a_later_worker_is_checked_too(taken_after_a_free_one: int) -> None:
     with pytest.raises(PreflightError, match=r"worker 1's: --metrics-port \+ 1"):
-        check_metrics_ports("127.0.0.1", taken - 1, 2)
+        check_metrics_ports("127.0.0.1", taken_after_a_free_one, 2)
 
 
 def test_free_ports_and_port_0_pass() -> None:
