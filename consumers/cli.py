@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from consumers.model.factory import settings_beyond
 from consumers.settings import ConsumeSettings, DemoSettings, RecommendSettings, ReportSettings
 from streamer.settings import ProduceSettings
 
@@ -88,6 +89,9 @@ def _epilog(command: str, settings: type[BaseSettings]) -> str:
     said = "Each flag can also be set by its RECSTREAM_<NAME> variable or in the "
     said += f"[{command}] table of the --config file; a flag beats the variable, which "
     said += "beats the file."
+    if "model_options" in settings.model_fields:
+        said += " Each model's settings without a flag (--model-options), with their "
+        said += f"defaults: {settings_beyond(settings.model_fields.keys())}."
     if secrets:
         said += " Secrets are not flags (every local user can read flags with ps): "
         said += "; ".join(secrets) + "."

@@ -74,7 +74,8 @@ def check_checkpoint(settings: ConsumeSettings) -> None:
     )
     raise PreflightError(
         f"the checkpoint in {directory} was written with other model settings ({changes}): "
-        "start with the settings it was written with, or learn the log again under a new "
+        "start with the settings it was written with (their flags, or --model-options for "
+        "those without one), or learn the log again under a new "
         "--group (its own checkpoint directory)"
     )
 

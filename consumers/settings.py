@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 from urllib.parse import quote
 
 import torch
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.model.base import Config
@@ -30,6 +31,7 @@ from streamer.settings import (
     KAFKA_OPTIONS,
     KAFKA_PASSWORD,
     JsonObject,
+    JsonText,
 )
 
 PREFIX: Final = "prefix of every Redis key (one per deployment or model variant)"
@@ -60,6 +62,13 @@ def default_checkpoint_dir(state_dir: str | None, group: str, prefix: str) -> Pa
     """One directory per consumer group and key prefix, so that learners of different
     groups or models never read each other's checkpoints (each name quoted: no clash)."""
     return state_home(state_dir) / f"{quote(group, safe='')}@{quote(prefix, safe='')}"
+
+
+def _field_error(error: ErrorDetails) -> str:
+    """`field: what is wrong` (a config's own check names its field in the message)."""
+    message = error["msg"].removeprefix("Value error, ")
+    field = ".".join(map(str, error["loc"]))
+    return f"{field}: {message}" if field else message
 
 
 class TrainingSettings(BaseSettings):
@@ -146,9 +155,31 @@ class TrainingSettings(BaseSettings):
         description="HNSW search breadth (recall@10 at 1M items: 64 -> 0.956, 96 -> 0.976)",
     )
 
+    model_options: JsonText = Field(
+        default_factory=dict,
+        description="the chosen model's settings that have no flag, as a JSON object, e.g. "
+        '{"frequency_half_life": 5000} for history (each model\'s are listed below)',
+    )
+
+    @model_validator(mode="after")
+    def _model_options_fit_the_model(self) -> Self:
+        flagged = sorted(self.model_options.keys() & type(self).model_fields.keys())
+        if flagged:
+            raise ValueError(
+                f"--model-options: {', '.join(flagged)} has a flag of its own; set it there"
+            )
+        try:
+            self.hyper_parameters()
+        except ValidationError as error:  # a value of the wrong type: name the field
+            raise ValueError("; ".join(map(_field_error, error.errors()))) from error
+        return self
+
     def hyper_parameters(self) -> Config:
-        """The chosen model's config: each of its fields from the flag of that name."""
-        return make_config(self.model, self.model_dump())
+        """The chosen model's config: each of its fields from the flag of that name, or
+        from `model_options`."""
+        return make_config(
+            self.model, self.model_dump(exclude={"model_options"}), self.model_options
+        )
 
     def search(self) -> SearchConfig:
         return SearchConfig(

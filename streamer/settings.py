@@ -28,8 +28,10 @@ class ClientOptions(dict[str, Any]):
         return repr(shown)
 
 
-# A JSON object from a flag, an environment variable or a TOML table.
-JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object), AfterValidator(ClientOptions)]
+# A JSON object from a flag, an environment variable or a TOML table; for a client's
+# options, one whose repr hides passwords.
+JsonText = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+JsonObject = Annotated[JsonText, AfterValidator(ClientOptions)]
 
 # The lines of the settings that producers and learners share.
 BOOTSTRAP: Final = "Kafka brokers to connect to, host:port[,host:port...]"

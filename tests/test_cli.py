@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from consumers.cli import COMMANDS, SettingsError, _parser, load_settings, main
-from consumers.settings import ConsumeSettings
+from consumers.model.featured import FeaturesConfig
+from consumers.model.tower import HistoryConfig
+from consumers.settings import ConsumeSettings, DemoSettings
 
 
 def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +38,40 @@ def test_json_options_from_a_flag() -> None:
     settings = load_settings("consume", {"kafka_options": '{"session_timeout_ms": 6000}'})
     assert isinstance(settings, ConsumeSettings)
     assert settings.kafka_options == {"session_timeout_ms": 6000}
+
+
+def test_a_model_setting_without_a_flag_comes_from_model_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = {"model": "history", "model_options": '{"frequency_half_life": 5000}'}
+    settings = load_settings("consume", flags)
+    assert isinstance(settings, ConsumeSettings)
+    history = settings.hyper_parameters()
+    assert isinstance(history, HistoryConfig) and history.frequency_half_life == 5000
+    config = tmp_path / "recstream.toml"
+    config.write_text("[demo]\nmodel = 'features'\n[demo.model_options]\ncold_share = 0.5\n")
+    demo = load_settings("demo", {"config": str(config)})
+    assert isinstance(demo, DemoSettings)
+    features = demo.hyper_parameters()
+    assert isinstance(features, FeaturesConfig) and features.cold_share == 0.5
+    with pytest.raises(SystemExit):
+        main(["consume", "--help"])
+    assert "cold_share 0.25" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"cold_sharee": 0.5}', "the features model has no setting cold_sharee"),
+        ('{"learning_rate": 0.1}', "learning_rate has a flag of its own"),
+        ('{"cold_share": 2}', "cold_share must be in"),
+        ('{"cold_share": "half"}', "cold_share: Input should be a valid number"),
+        ("cold_share=0.5", "model_options"),
+    ],
+)
+def test_model_options_the_model_cannot_take_are_refused(options: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings("consume", {"model": "features", "model_options": options})
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,12 @@ fills its config from the flags whose names match its fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
 import torch
+from pydantic import TypeAdapter
 
 from consumers.model.base import Config, Model
 from consumers.model.config import ModelConfig, SearchConfig
@@ -108,13 +109,36 @@ MODELS: Final[Mapping[ModelName, ModelChoice]] = {
 }
 
 
-def make_config(name: ModelName, values: Mapping[str, Any]) -> Config:
+def make_config(
+    name: ModelName, values: Mapping[str, Any], options: Mapping[str, Any] | None = None
+) -> Config:
     """`name`'s config from those of `values` it has a field for (the others are its
-    defaults); values of None count as absent."""
+    defaults; values of None count as absent), then `options`, each of which must be one
+    of its fields. Every value is checked against its field's type and the config's own
+    checks: a ValueError names the field."""
     kind = MODELS[name].config
     known = {field.name for field in fields(kind)}
-    return kind(
-        **{key: value for key, value in values.items() if key in known and value is not None}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise ValueError(
+            f"the {name} model has no setting {', '.join(unknown)} (its settings: "
+            f"{', '.join(sorted(known))})"
+        )
+    chosen = {key: value for key, value in values.items() if key in known and value is not None}
+    config: Config = TypeAdapter(kind).validate_python({**chosen, **(options or {})})
+    return config
+
+
+def settings_beyond(flags: Collection[str]) -> str:
+    """Each model's settings that are not in `flags`, with their defaults, for --help."""
+    return "; ".join(
+        f"{name}: "
+        + ", ".join(
+            f"{field.name} {field.default}"
+            for field in fields(choice.config)
+            if field.name not in flags
+        )
+        for name, choice in MODELS.items()
     )
 
 
