@@ -375,6 +375,7 @@ def test_online_learner_adapter_scores_known_rows() -> None:
         "lightfm-warp-features",
         "rechub-youtubednn",
         "rechub-gru4rec",
+        "rechub-sasrec",
     ],
 )
 def test_peer_adapters(kind: str) -> None:
@@ -389,10 +390,20 @@ def test_peer_adapters(kind: str) -> None:
         "lightfm-warp-features": {"epochs": 1, "chunk_epochs": 1},
         "rechub-youtubednn": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
         "rechub-gru4rec": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
+        "rechub-sasrec": {"epochs": 1, "batch": 2, "step": 2, "history": 3},
     }[kind]
     system = build_system(SystemSpec(kind, params), chunk=2, factors=4)
     trace = run_prequential(stream_of(PAIRS), system, start=2, chunk=2, k=3)
     assert trace.counts()["common_scored"] == 2
+
+
+def test_histories_are_padded_where_each_tower_reads_them() -> None:
+    from benchmarks.evaluation.systems.rechub_towers import padded
+
+    histories = [np.array([2, 3, 4]), np.array([], dtype=np.int64)]
+    assert padded(histories, 2).tolist() == [[4, 5], [0, 0]]
+    assert padded([np.array([3])], 3).tolist() == [[0, 0, 4]]  # the last view last
+    assert padded([np.array([3])], 3, left=False).tolist() == [[4, 0, 0]]  # SASRec's
 
 
 def test_implicit_als_partial_fits_between_retrains() -> None:

@@ -124,7 +124,7 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         return LightFMPartialSystem(
             loss, params, spec.seed, epochs, chunk_epochs, factors, step, spec.label, features
         )
-    if spec.kind in ("rechub-youtubednn", "rechub-gru4rec"):
+    if spec.kind.startswith("rechub-"):
         from benchmarks.evaluation.systems.rechub_towers import RechubTowerSystem
 
         architecture = spec.kind.split("-")[1]

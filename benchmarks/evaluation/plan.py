@@ -13,6 +13,7 @@ PEERS = (
     "lightfm-warp-features",
     "rechub-youtubednn",
     "rechub-gru4rec",
+    "rechub-sasrec",
 )
 # peers that need side information, which only MovieLens-100K has
 ML100K_ONLY = ("lightfm-warp-features",)
@@ -29,6 +30,9 @@ def _default_params() -> dict[str, dict[str, Any]]:
         # not tuned (no grid): each fit is minutes; torch-rechub's example settings
         "rechub-youtubednn": {"epochs": 5},
         "rechub-gru4rec": {"epochs": 5},
+        # SASRec's paper's blocks (2) and dropout (0.2), raw dot products; learning rate
+        # 0.002 over 0.001 and a temperature of 0.05 on the validation stretch (one seed)
+        "rechub-sasrec": {"epochs": 5, "temperature": 1.0, "learning_rate": 0.002},
     }
 
 
@@ -114,6 +118,7 @@ class Plan:
         "lightfm-warp-features",
         "rechub-youtubednn",
         "rechub-gru4rec",
+        "rechub-sasrec",
     )
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=_diagnostics)
     models: tuple[str, ...] = ("mf",)  # our `--model` values evaluated (mf labelled `recstream`)

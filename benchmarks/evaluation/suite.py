@@ -57,9 +57,11 @@ LIBRARY_OF = {
     "lightfm-warp-features": "lightfm",
     "rechub-youtubednn": "torch_rechub",
     "rechub-gru4rec": "torch_rechub",
+    "rechub-sasrec": "torch_rechub",
 }
 # rough relative cost (`recstream-<model>`: ours), to start the longest jobs first
 COST_ORDER = (
+    "rechub-sasrec",
     "rechub-gru4rec",
     "rechub-youtubednn",
     "implicit-bpr",
