@@ -1,93 +1,106 @@
-"""Cold items on MovieLens-100K: how the models rank an item that had fewer than
-`COLD` earlier views, at the moment a user views it (prequential: each micro-batch
-scored by the model as it stood before it, then learned).
+"""Cold items on MovieLens-100K: the evaluation's prequential protocol
+(benchmarks/evaluation/prequential.py, chunks of the plan's 1,000 events, every system
+learning in micro-batches of `BATCH`, the service's default) restricted to events whose
+item had fewer than `COLD` earlier views (benchmarks/evaluation/slices.py).
 
-Every model gets the stream's feature records first (mf ignores them). A hit is the
-viewed item in the user's top 10 among it and every item viewed before (the user's
-own views left out; an item is registered with every model when it is scored, so mf
-ranks an item never viewed by its fresh random row); only events of users who viewed
-something before count (the same events for every model). Writes
-benchmarks/results/cold_items.json (`--events` the stream's first views).
+Two sets, as the evaluation's: common (user and item seen before the event's chunk, so
+a cold item there has 1 to 4 earlier views; the same events and candidates for every
+system) and own (user seen before the system's micro-batch; an item new since then is a
+miss). Beside them: HR@10 of the common events whose item is not cold (warm), and of all
+of them. `--validation`: from `--start` to the end of the stretch before the test part
+(where settings are chosen; cold_items-validation.json), else the test part (the last
+20%; cold_items.json). Systems are named as in benchmarks/cold_users.py:
+`features@negative_power=0.5` is `features` with that setting changed.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
+import os
 
-import numpy as np
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from benchmarks.common import machine, pin_threads, write
-from benchmarks.evaluation.data import movielens_100k, movielens_100k_features
-from consumers.learner import OnlineLearner
-from consumers.model.factory import ModelName, make_config, make_model
-from consumers.quality import ServedLists
+import argparse  # noqa: E402
+import json  # noqa: E402
+from typing import Any  # noqa: E402
 
-COLD = 5
-BATCH = 512
+import numpy as np  # noqa: E402
+
+from benchmarks.cold_users import BATCH, spec  # noqa: E402
+from benchmarks.common import machine, pin_threads, write  # noqa: E402
+from benchmarks.evaluation.jobs import build_system, load_stream  # noqa: E402
+from benchmarks.evaluation.plan import Plan  # noqa: E402
+from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
+from benchmarks.evaluation.slices import COLD, cold_slices  # noqa: E402
+from benchmarks.evaluation.splits import split_point  # noqa: E402
+from benchmarks.evaluation.suite import ML100K  # noqa: E402
+from benchmarks.model_grid import validation_stream  # noqa: E402
+
 K = 10
 
 
-def cold_item_quality(name: ModelName, events: int, seed: int) -> dict[str, float]:
-    learner = OnlineLearner(make_model(name, make_config(name, {"seed": seed})))
-    model = learner.model
-    for record in movielens_100k_features():
-        learner.learn_features(record)
-    stream = movielens_100k()[:events]
-    views: dict[str, int] = {}
-    seen_users: set[str] = set()
-    hits, ranks, scored = 0, [], 0
-    started = time.perf_counter()
-    for start in range(0, len(stream), BATCH):
-        batch = stream[start : start + BATCH]
-        cold = [e for e in batch if views.get(str(e.item), 0) < COLD and str(e.user) in seen_users]
-        if cold:
-            # Candidates: the items viewed before (as mf knows them) and the viewed one.
-            known = np.fromiter((model.items.add(raw) for raw in views), np.int64, len(views))
-            users = np.fromiter((model.users.add(e.user) for e in cold), np.int64, len(cold))
-            for event, user in zip(cold, users.tolist(), strict=True):
-                item = model.items.add(event.item)
-                unwatched = np.setdiff1d(known, model.history.items(user))
-                candidates = np.union1d(unwatched, [item])
-                scores = model.score(np.array([user]), candidates)[0]
-                target = scores[np.searchsorted(candidates, item)]
-                rank = int((scores > target).sum())
-                ranks.append(rank)
-                hits += rank < K
-            scored += len(cold)
-        learner.learn(batch, ServedLists(K))
-        for e in batch:
-            views[str(e.item)] = views.get(str(e.item), 0) + 1
-            seen_users.add(str(e.user))
+def cold_item_quality(name: str, seed: int, plan: Plan, start: int | None) -> dict[str, float]:
+    """HR@10 on the cold-item events from `start` of the validation stretch (None: of
+    the test part)."""
+    if start is None:
+        stream = load_stream(ML100K)
+        start = split_point(len(stream), 1.0 - plan.test_fraction)
+    else:
+        stream, _ = validation_stream(plan)
+    system = build_system(spec(name, seed, plan), BATCH, 64)
+    trace = run_prequential(stream, system, start, plan.chunk, K)
+    cold = cold_slices(stream, start)["cold items"]
+    common = ~np.isnan(trace.common_hit)
+    own = ~np.isnan(trace.own_hit)
     return {
-        "cold_events": scored,
-        "hr@10": hits / max(scored, 1),
-        "median_rank": float(np.median(ranks)) if ranks else float("nan"),
-        "seconds": round(time.perf_counter() - started, 1),
+        "cold common events": int((cold & common).sum()),
+        "cold common hr@10": float(trace.common_hit[cold & common].mean()),
+        "cold own events": int((cold & own).sum()),
+        "cold own hr@10": float(trace.own_hit[cold & own].mean()),
+        "warm common hr@10": float(trace.common_hit[~cold & common].mean()),
+        "common hr@10": float(trace.common_hit[common].mean()),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", default="mf,features,content")
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--systems",
+        default="mf,features,content,history,lightfm-warp-features",
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--validation", action="store_true", help="score the validation stretch, not the test"
+    )
+    parser.add_argument("--start", type=int, default=40_000, help="with --validation")
     args = parser.parse_args()
     pin_threads()
-    results = {
-        name: cold_item_quality(name, args.events, args.seed)  # type: ignore[arg-type]
-        for name in args.models.split(",")
-    }
-    report = {
-        "machine": machine(),
-        "load": "a 2-core machine shared with other sessions' tests and benchmarks",
-        "events": args.events,
-        "cold_below_views": COLD,
-        "results": results,
-    }
-    print(json.dumps(results, indent=2))
-    write("cold_items", report)
+    plan = Plan()
+    start = args.start if args.validation else None
+    results: dict[str, Any] = {}
+    for name in args.systems.split(","):
+        runs = [cold_item_quality(name, seed, plan, start) for seed in range(args.seeds)]
+        results[name] = {
+            **{key: float(np.mean([run[key] for run in runs])) for key in runs[0]},
+            "cold common hr@10 per seed": [run["cold common hr@10"] for run in runs],
+            "warm common hr@10 per seed": [run["warm common hr@10"] for run in runs],
+        }
+        print(json.dumps({name: results[name]}), flush=True)
+    info = machine()
+    info["load_average_at_end"] = list(os.getloadavg())
+    write(
+        "cold_items-validation" if args.validation else "cold_items",
+        {
+            "machine": info,
+            "load": "a 2-core machine shared with two other sessions' tests and benchmarks",
+            "micro_batch": BATCH,
+            "chunk": plan.chunk,
+            "cold_below_views": COLD,
+            "seeds": args.seeds,
+            "part": f"validation from event {args.start}" if args.validation else "test",
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,15 @@ PEERS = ("popularity", "lightfm-warp-features")
 
 
 def spec(name: str, seed: int, plan: Plan) -> SystemSpec:
-    """One of our `--model` values, or a peer with the evaluation's default settings."""
+    """One of our `--model` values, or a peer with the evaluation's default settings;
+    `model@key=value,...` is one of ours with those settings changed (a JSON value each),
+    e.g. `features@negative_power=0.5`."""
     if name in PEERS:
         return SystemSpec(name, {**plan.default_params.get(name, {}), "step": BATCH}, seed)
-    return SystemSpec(OURS, {"model": name, "step": BATCH}, seed, name=name)
+    model, _, changes = name.partition("@")
+    settings = dict(change.split("=") for change in changes.split(",") if change)
+    params = {key: json.loads(value) for key, value in settings.items()}
+    return SystemSpec(OURS, {"model": model, "step": BATCH, **params}, seed, name=name)
 
 
 def user_scores(
