@@ -74,7 +74,11 @@ def _field_error(error: ErrorDetails) -> str:
 class TrainingSettings(BaseSettings):
     """What every process that learns shares: the model and its micro-batches."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="forbid")
+    # `model_options` is ours, not pydantic's: no "model_" namespace to protect (older
+    # pydantic releases warn about it otherwise)
+    model_config = SettingsConfigDict(
+        env_prefix="RECSTREAM_", frozen=True, extra="forbid", protected_namespaces=()
+    )
 
     model: ModelName = Field("mf", description=f"which model learns ({described()})")
     dim: int = Field(64, ge=1, le=4096, description="length of every user and item vector")
