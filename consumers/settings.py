@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.model.base import Config
 from consumers.model.config import LossName, OptimizerName, SearchConfig, TopNIndexName
-from consumers.model.factory import MODELS, ModelName, described, make_config
+from consumers.model.factory import MODELS, ModelName, described, make_config, own_defaults
 from consumers.model.neural import DeviceName
 from consumers.sinks.lease import DEFAULT_TERM_S
 from consumers.sinks.schema import DEFAULT_PREFIX
@@ -83,27 +83,32 @@ class TrainingSettings(BaseSettings):
     model: ModelName = Field("mf", description=f"which model learns ({described()})")
     dim: int = Field(64, ge=1, le=4096, description="length of every user and item vector")
     loss: LossName = Field(
-        "bpr", description="training loss: bpr (pairwise logistic) or triplet (margin)"
+        "bpr", description="mf's training loss: bpr (pairwise logistic) or triplet (margin)"
     )
     optimizer: OptimizerName = Field(
-        "adagrad", description="how rows are updated: adagrad (per-row step sizes) or sgd"
+        "adagrad",
+        description="how mf's rows are updated: adagrad (per-row step sizes) or sgd (the "
+        "other models: Adam)",
     )
     learning_rate: float | None = Field(
         None,
         gt=0,
-        description="step size of every update (unset: the model's own: mf 0.1, history 0.005, "
-        "rating 0.02)",
+        description="step size of every update (unset: the model's own: "
+        f"{own_defaults('learning_rate')})",
     )
     l2: float | None = Field(
         None,
         ge=0,
-        description="L2 penalty on the rows an update touches (unset: the model's own: mf 1e-4, "
-        "history and rating 0)",
+        description="L2 penalty on the rows an update touches (unset: the model's own: "
+        f"{own_defaults('l2')})",
     )
     negatives: int = Field(
-        8, ge=1, description="uniform draws per positive; the hardest unwatched one is used"
+        8,
+        ge=1,
+        description="items drawn per view: mf and mlp learn against the hardest unwatched "
+        "one, features and content against each",
     )
-    passes: int = Field(2, ge=1, description="steps on each micro-batch, fresh negatives each")
+    passes: int = Field(2, ge=1, description="mf's steps on each micro-batch, fresh negatives each")
     top_n: int = Field(
         20, ge=1, le=1000, description="length of every published list (top, similar, popular)"
     )

@@ -129,6 +129,16 @@ def make_config(
     return config
 
 
+def own_defaults(setting: str) -> str:
+    """Each model's default of `setting` (the models that have it), for --help."""
+    return ", ".join(
+        f"{name} {field.default}"
+        for name, choice in MODELS.items()
+        for field in fields(choice.config)
+        if field.name == setting
+    )
+
+
 def settings_beyond(flags: Collection[str]) -> str:
     """Each model's settings that are not in `flags`, with their defaults, for --help."""
     return "; ".join(
