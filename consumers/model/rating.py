@@ -89,12 +89,7 @@ class BiasedRating(NeuralModel):
     def features_arrived(self, kind: Entity, raw: Id) -> int | None:
         """Give an entity with features a row, so that its bias starts from them."""
         registry = self.users if kind == "user" else self.items
-        if raw not in registry and not self.feature_rows.has(kind, raw):
-            return None
-        row = registry.add(raw)
-        self.sync_rows()
-        self.feature_rows.set(kind, row, raw)
-        return row
+        return self.feature_rows.arrived(kind, raw, registry, self.sync_rows)
 
     def sync_rows(self) -> None:
         super().sync_rows()

@@ -3,6 +3,8 @@ step or a publish reads them by row instead of looking every raw id up in the st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -58,6 +60,19 @@ class FeatureRows:
     def set(self, kind: Entity, row: int, raw: Id) -> None:
         tokens = self.store.tokens(kind, [raw])[0]
         self.rows[kind].set(row, tokens[tokens != PADDING])
+
+    def arrived(
+        self, kind: Entity, raw: Id, registry: IdRegistry, sync_rows: Callable[[], None]
+    ) -> int | None:
+        """`raw`'s features changed: its row in `registry` (added, and the model's tables
+        grown by `sync_rows`, if it had none), its tokens read again; None for an entity
+        with neither a row nor features."""
+        if raw not in registry and not self.has(kind, raw):
+            return None
+        row = registry.add(raw)
+        sync_rows()
+        self.set(kind, row, raw)
+        return row
 
     def follow(self, kind: Entity, registry: IdRegistry) -> None:
         """Read the tokens of the rows `registry` added since the last call."""

@@ -112,12 +112,7 @@ class HistoryTower(NeuralModel):
         tower embeds no user features), else None."""
         if kind == "user" or not self.config.item_features:
             return (self.users if kind == "user" else self.items).row(raw)
-        if raw not in self.items and not self.feature_rows.has("item", raw):
-            return None
-        row = self.items.add(raw)
-        self.sync_rows()
-        self.feature_rows.set("item", row, raw)
-        return row
+        return self.feature_rows.arrived("item", raw, self.items, self.sync_rows)
 
     def sync_rows(self) -> None:
         super().sync_rows()
