@@ -27,7 +27,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.cold_users import BATCH, spec  # noqa: E402
-from benchmarks.common import machine, pin_threads, write  # noqa: E402
+from benchmarks.common import machine_at_end, pin_threads, seed_means, write  # noqa: E402
 from benchmarks.evaluation.jobs import build_system, load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
@@ -81,13 +81,12 @@ def main() -> None:
     for name in args.systems.split(","):
         runs = [cold_item_quality(name, seed, plan, start) for seed in range(args.seeds)]
         results[name] = {
-            **{key: float(np.mean([run[key] for run in runs])) for key in runs[0]},
+            **seed_means(runs),
             "cold common hr@10 per seed": [run["cold common hr@10"] for run in runs],
             "warm common hr@10 per seed": [run["warm common hr@10"] for run in runs],
         }
         print(json.dumps({name: results[name]}), flush=True)
-    info = machine()
-    info["load_average_at_end"] = list(os.getloadavg())
+    info = machine_at_end()
     write(
         "cold_items-validation" if args.validation else "cold_items",
         {

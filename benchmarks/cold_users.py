@@ -28,7 +28,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from benchmarks.common import machine, pin_threads, write  # noqa: E402
+from benchmarks.common import machine_at_end, pin_threads, seed_means, write  # noqa: E402
 from benchmarks.evaluation.jobs import OURS, SystemSpec, build_system, load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.ranking import expected_hit_ndcg, rank_counts  # noqa: E402
@@ -134,12 +134,11 @@ def main() -> None:
     for name in args.systems.split(","):
         runs = [cold_user_quality(name, seed, plan, args.validation) for seed in range(args.seeds)]
         results[name] = {
-            **{key: float(np.mean([run[key] for run in runs])) for key in runs[0]},
+            **seed_means(runs),
             "hr@10_sd": float(np.std([run["hr@10"] for run in runs])),
         }
         print(json.dumps({name: results[name]}), flush=True)
-    info = machine()
-    info["load_average_at_end"] = list(os.getloadavg())
+    info = machine_at_end()
     write(
         "cold_users-validation" if args.validation else "cold_users",
         {

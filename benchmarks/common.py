@@ -8,6 +8,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,6 +79,18 @@ def machine() -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def machine_at_end() -> dict[str, Any]:
+    """`machine()` for a report written after its run, with the load average then."""
+    info = machine()
+    info["load_average_at_end"] = list(os.getloadavg())
+    return info
+
+
+def seed_means(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the seeds' runs (every run has the first's keys)."""
+    return {key: fmean(run[key] for run in runs) for key in runs[0]}
 
 
 def describe(info: dict[str, Any]) -> str:

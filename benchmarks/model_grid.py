@@ -28,7 +28,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, pin_threads, write  # noqa: E402
+from benchmarks.common import machine_at_end, pin_threads, write  # noqa: E402
 from benchmarks.evaluation.jobs import SystemSpec, build_system, load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.prequential import run_prequential  # noqa: E402
@@ -98,8 +98,7 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    info = machine()
-    info["load_average_at_end"] = list(os.getloadavg())
+    info = machine_at_end()
     write(
         f"model_grid-{args.model}{args.tag and '-' + args.tag}",
         {

@@ -26,7 +26,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, pin_threads, write  # noqa: E402
+from benchmarks.common import machine_at_end, pin_threads, write  # noqa: E402
 from benchmarks.evaluation.jobs import load_stream  # noqa: E402
 from benchmarks.evaluation.plan import Plan  # noqa: E402
 from benchmarks.evaluation.rating import (  # noqa: E402
@@ -94,8 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     pin_threads()
     rows = report(args.seeds) if args.report else grid(json.loads(args.grid), args.step, args.seeds)
-    info = machine()
-    info["load_average_at_end"] = list(os.getloadavg())
+    info = machine_at_end()
     write(
         "rating_report" if args.report else "rating_grid",
         {"step": args.step, "seeds": args.seeds, "machine": info, "rows": rows},

@@ -20,28 +20,6 @@ from benchmarks.evaluation.systems.base import System
 from benchmarks.evaluation.temporal import TemporalResult, evaluate_temporal, temporal_truth
 
 OURS = "recstream"
-MODEL_KEYS = (
-    "dim",
-    "loss",
-    "margin",
-    "optimizer",
-    "learning_rate",
-    "l2",
-    "init_std",
-    "negatives",
-    "negative_power",
-    "cold_share",
-    "passes",
-    "device",
-    "history_length",
-    "sampled_negatives",
-    "hidden",
-    "tied",
-    "frequency_half_life",
-    "item_features",
-    "popularity_weight",
-    "feature_init_std",
-)
 
 
 @dataclass(frozen=True)
@@ -100,10 +78,11 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
         from benchmarks.evaluation.systems.online import OnlineLearnerSystem
         from consumers.model.factory import make_config
 
-        model = {key: params.pop(key) for key in MODEL_KEYS if key in params}
         name = params.pop("model", "mf")
-        config = make_config(name, {"seed": spec.seed, **model})
-        return OnlineLearnerSystem(config, name=spec.label, model=name, **params)
+        step = params.pop("step", chunk)
+        # the rest are settings of the model's config (a name it lacks: ValueError)
+        config = make_config(name, {"seed": spec.seed}, params)
+        return OnlineLearnerSystem(config, name=spec.label, model=name, step=step)
     if spec.kind in ("popularity", "popularity-online"):
         from benchmarks.evaluation.systems.popularity import PopularityPeer
 
