@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.evaluation.jobs import StreamSpec
+import numpy as np
+
+from benchmarks.evaluation.jobs import EvalJob, StreamSpec, SystemSpec, load_stream, run_eval_job
 from benchmarks.evaluation.plan import Plan
 from benchmarks.evaluation.readme import events_per_second, quality_section, verdict
 from benchmarks.evaluation.suite import ML100K, _eval_jobs, best_of_ours
+from benchmarks.evaluation.summary import paired_table
+from benchmarks.evaluation.temporal import temporal_truth
 
 SYNTHETIC = StreamSpec("synthetic-drift", 1000)
 
@@ -144,3 +148,54 @@ def test_the_readme_claims_beating_every_rival_only_when_each_is_significant() -
     assert "beats every one" not in claim
     assert "significantly better than lightfm-warp, popularity" in claim
     assert "no significant difference from recstream" in claim
+
+
+def test_the_best_of_ours_on_the_temporal_split_is_chosen_apart() -> None:
+    validation = {
+        "recstream": {**_hr(0.08), "temporal": {"ndcg@10": {"mean": 0.15}}},
+        "recstream-history": {**_hr(0.06), "temporal": {"ndcg@10": {"mean": 0.20}}},
+        "recstream-b64": {**_hr(0.09, step=64), "temporal": {"ndcg@10": {"mean": 0.30}}},
+        "recstream-sequence": _hr(0.07),  # not scored on the temporal split
+    }
+    assert best_of_ours(validation, 512) == "recstream"
+    assert best_of_ours(validation, 512, ("temporal", "ndcg@10")) == "recstream-history"
+
+
+def test_the_temporal_claim_names_the_best_of_ours_on_the_temporal_split() -> None:
+    report = _report({})
+    report["best_ours_temporal"] = "recstream"
+    report["temporal"]["recstream"] = {"ndcg@10": {"mean": 0.2}, "hr@10": {"mean": 0.5}}
+    section = quality_section(report).split("\n")
+    claim = next(line for line in section if line.startswith("- Temporal NDCG@10"))
+    assert "; recstream (ours, chosen on the validation stretch) 0.2000" in claim
+    assert "recstream-sequence by prequential HR@10, recstream by temporal NDCG@10" in (
+        quality_section(report)
+    )
+
+
+def test_a_job_recommends_once_at_the_validation_start_and_pairs_per_protocol() -> None:
+    stream = StreamSpec("synthetic-drift", 3000)
+    jobs = {
+        label: run_eval_job(
+            EvalJob(
+                stream,
+                SystemSpec(kind, {"step": 250}, name=label),
+                2400,
+                250,
+                10,
+                8,
+                True,
+                validation_start=1800,
+            )
+        )
+        for label, kind in (("a", "popularity-online"), ("b", "popularity"), ("c", "popularity"))
+    }
+    truth = temporal_truth(load_stream(stream), 1800, 2400)
+    validation_temporal = jobs["a"].validation_temporal
+    assert validation_temporal is not None
+    assert np.array_equal(validation_temporal.users, truth.users)
+    grouped = {label: [result] for label, result in jobs.items()}
+    table = paired_table(grouped, load_stream(stream), np.random.default_rng(0), 10, "a", "b")
+    assert "prequential_hr@10" not in table.get("a", {}) and "temporal_ndcg@10" in table["a"]
+    assert "prequential_hr@10" in table["b"] and "temporal_ndcg@10" not in table["b"]
+    assert {"prequential_hr@10", "temporal_ndcg@10"} <= set(table["c"])

@@ -115,9 +115,10 @@ def build_system(spec: SystemSpec, chunk: int, factors: int) -> System:
 class EvalJob:
     """Learn `[0, start)`, score the temporal split there, then prequential to the end.
 
-    `validation_start`: learn `[0, validation_start)` first, then `[validation_start,
-    start)` test-then-train (the validation stretch, where the best of our models is
-    chosen), so the test part is learned from the same state at no extra cost.
+    `validation_start`: learn `[0, validation_start)` first, score the temporal split
+    there (truth: `[validation_start, start)`), then `[validation_start, start)`
+    test-then-train (the validation stretch, where the best of our models is chosen per
+    protocol), so the test part is learned from the same state at no extra cost.
     """
 
     stream: StreamSpec
@@ -139,17 +140,21 @@ class EvalResult:
     cost: dict[str, Any]
     served: dict[str, float] | None = None
     validation: PrequentialTrace | None = None
+    validation_temporal: TemporalResult | None = None
 
 
 def run_eval_job(job: EvalJob) -> EvalResult:
     stream = load_stream(job.stream)
     system = build_system(job.system, job.chunk, job.factors)
     began = time.perf_counter()
-    validation = None
+    validation = validation_temporal = None
     if job.validation_start is None:
         system.fit(stream, job.start)
     else:
         system.fit(stream, job.validation_start)
+        if job.temporal:
+            truth = temporal_truth(stream, job.validation_start, job.start)
+            validation_temporal = evaluate_temporal(system, truth, job.k)
         validation = run_prequential(
             stream, system, job.validation_start, job.chunk, job.k, job.start, fit=False
         )
@@ -174,7 +179,9 @@ def run_eval_job(job: EvalJob) -> EvalResult:
             "hr@10": (served_after[1] - served_before[1]) / max(scored, 1),
             "ndcg@10": (served_after[2] - served_before[2]) / max(scored, 1),
         }
-    return EvalResult(job, trace, temporal, _cost(system, trace), served, validation)
+    return EvalResult(
+        job, trace, temporal, _cost(system, trace), served, validation, validation_temporal
+    )
 
 
 def _served(system: System) -> tuple[int, float, float] | None:

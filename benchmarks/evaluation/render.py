@@ -236,19 +236,27 @@ def _validation(report: dict[str, Any]) -> list[str]:
             str(table[name]["step"]),
             _pm(table[name]["common_hr@10"]),
             _pm(table[name]["common_ndcg@10"]),
+            _pm(table[name]["temporal"]["ndcg@10"]) if "temporal" in table[name] else "n/a",
         ]
         for name in _order(table)
     ]
     splits = report["splits"]
+    best, best_temporal = report["best_ours"], report.get("best_ours_temporal")
     return [
         "## Our models on the validation stretch",
         "",
-        f"Learn MovieLens-100K's events before {splits['validation'][0]:,}, then "
+        f"Learn MovieLens-100K's events before {splits['validation'][0]:,}, recommend once "
+        f"(temporal: truth from then to {splits['validation'][1]:,}), then "
         f"test-then-train through {splits['validation'][1]:,} (the test part is not read), "
-        "same seeds. The best at the run's micro-batch by HR@10 "
-        f"(**{report['best_ours']}**) is the one paired against every other system below.",
+        "same seeds. The best at the run's micro-batch by prequential HR@10 "
+        f"(**{best}**) is the one paired against every other system below on the "
+        f"prequential protocol, the best by temporal NDCG@10 (**{best_temporal or best}**) "
+        "on the temporal split.",
         "",
-        *_table(["model", "update every", "HR@10 (common)", "NDCG@10 (common)"], rows),
+        *_table(
+            ["model", "update every", "HR@10 (common)", "NDCG@10 (common)", "temporal NDCG@10"],
+            rows,
+        ),
     ]
 
 
@@ -257,6 +265,7 @@ def _paired(report: dict[str, Any]) -> list[str]:
     if not table:
         return []
     best = report.get("best_ours", OURS)
+    best_temporal = report.get("best_ours_temporal", best)
     cell = _difference
     rows = [
         [
@@ -269,7 +278,7 @@ def _paired(report: dict[str, Any]) -> list[str]:
         for name, entry in ((n, table[n]) for n in _order(table))
     ]
     return [
-        f"## Paired: {best} minus each other system",
+        f"## Paired: {best} (prequential) and {best_temporal} (temporal) minus each other system",
         "",
         "Same events (prequential) and same users (temporal). Difference of the "
         "seed-averaged metric with a 95% CI from a paired bootstrap over users. W/L: "

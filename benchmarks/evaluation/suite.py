@@ -223,14 +223,18 @@ def _eval_jobs(
     ]
 
 
-def best_of_ours(validation: dict[str, Any], micro_batch: int) -> str | None:
-    """The model of ours at the run's micro-batch with the best prequential HR@10 on the
-    validation stretch (None: none scored there)."""
-    scored = {
-        label: entry["common_hr@10"]["mean"]
-        for label, entry in validation.items()
-        if entry["step"] == micro_batch
-    }
+def best_of_ours(
+    validation: dict[str, Any], micro_batch: int, metric: tuple[str, ...] = ("common_hr@10",)
+) -> str | None:
+    """The model of ours at the run's micro-batch with the best mean `metric` (a path into
+    its entry: prequential HR@10, or ("temporal", "ndcg@10")) on the validation stretch
+    (None: none scored there)."""
+    scored: dict[str, float] = {}
+    for label, entry in validation.items():
+        for key in metric:
+            entry = entry.get(key) if entry else None
+        if entry and validation[label]["step"] == micro_batch:
+            scored[label] = entry["mean"]
     return max(scored, key=lambda label: scored[label]) if scored else None
 
 
@@ -461,8 +465,15 @@ def _report(
     validation = prequential_table(
         by_label([replace(r, trace=r.validation) for r in ml if r.validation is not None])
     )
-    # the best of ours is chosen on the validation stretch, then paired on the test part
+    recommended = [r for r in ml if r.validation_temporal is not None]
+    for label, entry in temporal_table(
+        by_label([replace(r, temporal=r.validation_temporal) for r in recommended])
+    ).items():
+        validation[label]["temporal"] = entry
+    # the best of ours per protocol is chosen on the validation stretch, then paired on
+    # the test part
     best = best_of_ours(validation, plan.micro_batch) or OURS
+    best_temporal = best_of_ours(validation, plan.micro_batch, ("temporal", "ndcg@10")) or best
     steady_ours = best if best in steady_grouped else OURS
     return {
         "machine": host,
@@ -489,9 +500,10 @@ def _report(
         },
         "validation": validation,
         "best_ours": best,
+        "best_ours_temporal": best_temporal,
         "prequential": prequential_table(grouped, slices[ML100K.name]),
         "temporal": temporal_table(grouped),
-        "paired": paired_table(grouped, stream, rng, plan.bootstrap, best),
+        "paired": paired_table(grouped, stream, rng, plan.bootstrap, best, best_temporal),
         "curves": curves(grouped, plan.window),
         "drift": {
             "table": drift_table(drift_grouped, splits["drift_at"], plan.recovery_window),

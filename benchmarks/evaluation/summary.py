@@ -118,35 +118,42 @@ def paired_table(
     rng: np.random.Generator,
     resamples: int,
     ours: str = OURS,
+    temporal_ours: str | None = None,
 ) -> dict[str, Any]:
-    """Ours minus each peer on the same events (grouped by user) and the same users.
+    """`ours` minus each other system on the same events (grouped by user), and
+    `temporal_ours` (default: `ours`) minus each other on the same users.
 
     `seed_mean`: per-event (per-user) values averaged over seeds, then paired: mean
     difference, SE and a bootstrap CI over users. `per_seed`: seed i of ours against
     seed i of the peer (its only run if deterministic), for the sign test: on binary
     HR that is McNemar's exact test on the discordant events.
     """
-    if ours not in grouped:
+    temporal_ours = temporal_ours or ours
+    if ours not in grouped or temporal_ours not in grouped:
         return {}
-    mine = grouped[ours]
+    mine, mine_temporal = grouped[ours], grouped[temporal_ours]
     start = mine[0].trace.start
     users = stream.users[start : start + mine[0].trace.common_hit.size]
     table: dict[str, Any] = {}
     for label, results in grouped.items():
-        if label == ours:
-            continue
         entry: dict[str, Any] = {}
-        for metric in ("hit", "ndcg"):
-            name = "hr@10" if metric == "hit" else "ndcg@10"
-            a = [getattr(r.trace, f"common_{metric}") for r in mine]
-            b = [getattr(r.trace, f"common_{metric}") for r in results]
-            entry[f"prequential_{name}"] = _paired(a, b, users, rng, resamples)
-        if mine[0].temporal is not None and results[0].temporal is not None:
+        if label != ours:
+            for metric in ("hit", "ndcg"):
+                name = "hr@10" if metric == "hit" else "ndcg@10"
+                a = [getattr(r.trace, f"common_{metric}") for r in mine]
+                b = [getattr(r.trace, f"common_{metric}") for r in results]
+                entry[f"prequential_{name}"] = _paired(a, b, users, rng, resamples)
+        if (
+            label != temporal_ours
+            and mine_temporal[0].temporal is not None
+            and results[0].temporal is not None
+        ):
             for metric in ("ndcg", "recall"):
-                a = [getattr(r.temporal, metric) for r in mine]
+                a = [getattr(r.temporal, metric) for r in mine_temporal]
                 b = [getattr(r.temporal, metric) for r in results]
                 entry[f"temporal_{metric}@10"] = _paired(a, b, None, rng, resamples)
-        table[label] = entry
+        if entry:
+            table[label] = entry
     return table
 
 
