@@ -116,16 +116,24 @@ class TrainingSettings(BaseSettings):
     device: DeviceName = Field(
         "cpu", description="where the torch-trained models (all but mf) learn: cpu or cuda"
     )
-    history_length: int = Field(
-        50, ge=1, description="history model: the last views whose item embeddings make a user"
+    history_length: int | None = Field(
+        None,
+        ge=1,
+        description="history model: the last views whose item embeddings make a user (unset: "
+        f"the model's own: {own_defaults('history_length')})",
     )
-    sampled_negatives: int = Field(
-        2048,
+    sampled_negatives: int | None = Field(
+        None,
         ge=0,
         description="history and sequence models: uniform negatives per micro-batch (history: "
-        "besides the batch's items)",
+        f"besides the batch's items; unset: the model's own: {own_defaults('sampled_negatives')})",
     )
-    hidden: int = Field(256, ge=1, description="history model: width of the residual MLP's layer")
+    hidden: int | None = Field(
+        None,
+        ge=1,
+        description="history model: width of the residual MLP's layer (unset: the model's own: "
+        f"{own_defaults('hidden')})",
+    )
     batch_size: int = Field(512, ge=1, description="most events learned as one micro-batch")
     max_wait_s: float = Field(
         0.1,
