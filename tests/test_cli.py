@@ -40,6 +40,16 @@ def test_json_options_from_a_flag() -> None:
     assert settings.kafka_options == {"session_timeout_ms": 6000}
 
 
+def test_unset_model_flags_take_the_models_own_defaults() -> None:
+    settings = load_settings("consume", {"model": "history"})
+    assert isinstance(settings, ConsumeSettings)
+    assert settings.hyper_parameters() == HistoryConfig()
+    flagged = load_settings("consume", {"model": "history", "history_length": "50"})
+    assert isinstance(flagged, ConsumeSettings)
+    history = flagged.hyper_parameters()
+    assert isinstance(history, HistoryConfig) and history.history_length == 50
+
+
 def test_a_model_setting_without_a_flag_comes_from_model_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
