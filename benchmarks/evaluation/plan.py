@@ -109,8 +109,9 @@ class Plan:
     peers: tuple[str, ...] = PEERS
     default_params: dict[str, dict[str, Any]] = field(default_factory=_default_params)
     grids: dict[str, list[dict[str, Any]]] = field(default_factory=_grids)
-    lightfm_epochs: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200)
-    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100)
+    # widened where the last run's choices sat on the edge (200 epochs, 100 per step)
+    lightfm_epochs: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
     # peers that take the learner's micro-batch as their step (LightFM's fit_partial,
     # implicit ALS's partial fits); the others retrain once per chunk
     at_cadence: tuple[str, ...] = (
