@@ -9,8 +9,8 @@ last 20%); the model learns the first 80% of the rest in micro-batches of `--ste
 time order (the validation tail is shaped like the test: the last 20%), then its lists
 are scored on the remaining 20% (temporal HR@10 and NDCG@10, as
 benchmarks/evaluation/temporal.py), then it goes on learning that 20% test-then-train
-(prequential HR@10 and NDCG@10 over its ~16,000 events), with its cold slices (benchmarks/evaluation/slices.py,
-on the own set, with their event counts). Writes
+(prequential HR@10 and NDCG@10 over its ~16,000 events), with its cold slices
+(benchmarks/evaluation/slices.py, on the own set, with their event counts). Writes
 benchmarks/results/model_grid-<model>[-<tag>].json with the machine and its load.
 """
 
