@@ -231,10 +231,11 @@ def best_of_ours(
     (None: none scored there)."""
     scored: dict[str, float] = {}
     for label, entry in validation.items():
+        value = entry
         for key in metric:
-            entry = entry.get(key) if entry else None
-        if entry and validation[label]["step"] == micro_batch:
-            scored[label] = entry["mean"]
+            value = value.get(key) if value else None
+        if value and entry["step"] == micro_batch:
+            scored[label] = value["mean"]
     return max(scored, key=lambda label: scored[label]) if scored else None
 
 
