@@ -71,6 +71,15 @@ def _field_error(error: ErrorDetails) -> str:
     return f"{field}: {message}" if field else message
 
 
+def _models_own(
+    setting: str, says: str, *, gt: float | None = None, ge: float | None = None
+) -> Any:
+    """A flag for a model setting each model defaults itself: unset, the model's own."""
+    return Field(
+        None, gt=gt, ge=ge, description=f"{says} (unset: the model's own: {own_defaults(setting)})"
+    )
+
+
 class TrainingSettings(BaseSettings):
     """What every process that learns shares: the model and its micro-batches."""
 
@@ -90,18 +99,8 @@ class TrainingSettings(BaseSettings):
         description="how mf's rows are updated: adagrad (per-row step sizes) or sgd (the "
         "other models: Adam)",
     )
-    learning_rate: float | None = Field(
-        None,
-        gt=0,
-        description="step size of every update (unset: the model's own: "
-        f"{own_defaults('learning_rate')})",
-    )
-    l2: float | None = Field(
-        None,
-        ge=0,
-        description="L2 penalty on the rows an update touches (unset: the model's own: "
-        f"{own_defaults('l2')})",
-    )
+    learning_rate: float | None = _models_own("learning_rate", "step size of every update", gt=0)
+    l2: float | None = _models_own("l2", "L2 penalty on the rows an update touches", ge=0)
     negatives: int = Field(
         8,
         ge=1,
@@ -116,23 +115,17 @@ class TrainingSettings(BaseSettings):
     device: DeviceName = Field(
         "cpu", description="where the torch-trained models (all but mf) learn: cpu or cuda"
     )
-    history_length: int | None = Field(
-        None,
-        ge=1,
-        description="history model: the last views whose item embeddings make a user (unset: "
-        f"the model's own: {own_defaults('history_length')})",
+    history_length: int | None = _models_own(
+        "history_length", "history model: the last views whose item embeddings make a user", ge=1
     )
-    sampled_negatives: int | None = Field(
-        None,
+    sampled_negatives: int | None = _models_own(
+        "sampled_negatives",
+        "history and sequence models: uniform negatives per micro-batch (history: besides "
+        "the batch's items)",
         ge=0,
-        description="history and sequence models: uniform negatives per micro-batch (history: "
-        f"besides the batch's items; unset: the model's own: {own_defaults('sampled_negatives')})",
     )
-    hidden: int | None = Field(
-        None,
-        ge=1,
-        description="history model: width of the residual MLP's layer (unset: the model's own: "
-        f"{own_defaults('hidden')})",
+    hidden: int | None = _models_own(
+        "hidden", "history model: width of the residual MLP's layer", ge=1
     )
     batch_size: int = Field(512, ge=1, description="most events learned as one micro-batch")
     max_wait_s: float = Field(
