@@ -98,6 +98,55 @@ def test_history_learns_which_items_follow_which() -> None:
     assert scores[1, 5:].mean() > scores[1, :5].mean()
 
 
+def test_history_serves_dot_product_plus_weighted_log_recent_views() -> None:
+    config = HistoryConfig(dim=8, sampled_negatives=16, frequency_half_life=0, seed=0)
+    model = HistoryTower(config)  # all-time counts: the log count is exact
+    model.items.add_many(range(4))
+    user = model.users.add("u")
+    model.learn(_views([user] * 4, [0, 0, 0, 1]))
+    users, items = model.user_vectors(np.array([user])), model.item_vectors(np.arange(4))
+    assert users.shape == (1, 8) and users[0, -1] == 2.0  # the published width is dim
+    learned = users[:, :-1] @ items[:, :-1].T
+    counts = model.item_counts.numpy()
+    expected = learned + 2.0 * np.log(counts + 1e-3)[None, :]
+    np.testing.assert_allclose(model.score(np.array([user]), np.arange(4)), expected, rtol=1e-5)
+    assert items[0, -1] > items[1, -1] > items[2, -1] == items[3, -1]
+
+
+def test_history_popularity_moves_only_with_an_items_views_until_a_rebase() -> None:
+    """Counts forget every view, yet an unviewed item's served coordinate stays put (the
+    published vectors and search indexes of items not moved stay right); when the shared
+    constant is reset, every item is reported moved."""
+    config = HistoryConfig(dim=8, sampled_negatives=0, frequency_half_life=2)
+    model = HistoryTower(config)  # no uniform draws: a step moves only the batch's items
+    model.items.add_many(range(3))
+    user = model.users.add("u")
+    model.learn(_views([user, user], [0, 1]))
+    before = model.item_vectors(np.array([0, 1]))[:, -1]
+    moved = [model.learn(_views([user, user], [2, 2])).negatives for _ in range(5)]
+    np.testing.assert_allclose(model.item_vectors(np.array([0, 1]))[:, -1], before, rtol=1e-5)
+    while model.popularity_offset.item() > 0:  # ln 2 per batch: reset past 20 nats
+        moved.append(model.learn(_views([user, user], [2, 2])).negatives)
+    assert len(moved) < 35 and all(rows.tolist() == [2] for rows in moved[:-1])
+    assert moved[-1].tolist() == [0, 1, 2]
+
+
+def test_history_similar_items_ignore_popularity() -> None:
+    model = HistoryTower(HistoryConfig(dim=8, sampled_negatives=4, seed=0))
+    model.items.add_many(range(3))
+    user = model.users.add("u")
+    model.learn(_views([user] * 5, [0, 0, 0, 0, 1]))
+    learned = model.item_vectors(np.arange(3))[:, :-1]
+    normed = learned / np.linalg.norm(learned, axis=1, keepdims=True)
+    ranking = model.similar(np.array([0]), 2)
+    np.testing.assert_allclose(ranking.scores[0], normed[ranking.items[0]] @ normed[0], rtol=1e-5)
+
+
+def test_history_refuses_a_negative_popularity_weight() -> None:
+    with pytest.raises(ValueError, match="popularity_weight"):
+        HistoryConfig(popularity_weight=-1.0)
+
+
 def test_rating_predictions_move_toward_the_ratings_and_lists_follow_them() -> None:
     model = BiasedRating(RatingConfig(dim=4, learning_rate=0.05, seed=0))
     users, items = model.users.add_many(range(3)), model.items.add_many(range(4))

@@ -220,11 +220,15 @@ class NeuralModel(ABC):
             items = self._item_vectors(self._every_item()).cpu()
         return self.search.recommend(queries, items, self.history, user_rows, n, len(self.items))
 
+    def _similarity_vectors(self, item_rows: Tensor) -> Tensor:
+        """The vectors `similar` compares by cosine (a subclass may zero coordinates)."""
+        return self._item_vectors(item_rows)
+
     def similar(self, item_rows: Rows, n: int) -> Ranking:
         """Top-`n` (cosine, item row) per item, the item itself excluded."""
         self.sync_rows()
         with torch.no_grad():
-            items = self._item_vectors(self._every_item()).cpu()
+            items = self._similarity_vectors(self._every_item()).cpu()
         return self.search.similar(item_rows, items, n, len(self.items))
 
     def items_moved(self, item_rows: Collection[int]) -> None:

@@ -6,12 +6,16 @@ age. An item's vector is its id embedding, plus (`item_features`) the mean of it
 feature tokens' embeddings (genres, year bucket, ...: consumers/model/features.py);
 one for the history and one for the output (published; lists are a nearest-neighbour
 search over it). With features, an item gets a row when they arrive, so it has a
-useful vector before its first view (cold start). Learning is a sampled softmax of each view's item
-against the batch's other items and `sampled_negatives` uniform draws, each logit
-corrected by the log of how often its item is drawn (logQ). No user table: a user has
-a vector after their first view, and a brand-new user gets the MLP's cold vector.
+useful vector before its first view (cold start). Learning is a sampled softmax of
+each view's item against the batch's other items and `sampled_negatives` uniform
+draws, each logit corrected by the log of how often its item is drawn (logQ). No user
+table: a user has a vector after their first view, and a brand-new user gets the MLP's
+cold vector. A served score adds `popularity_weight` times the log of the item's
+recent views (the logQ counts): the last published coordinate carries it (a user's:
+the weight; an item's: its log count, up to a constant that only a rebase changes).
 Invariants: feature token 0 is padding and its embeddings stay zero; the item token
-matrix follows the feature store (rebuilt from it after a restore).
+matrix follows the feature store (rebuilt from it after a restore); an item's
+popularity coordinate changes only with its own views or a rebase, which moves all.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from consumers.model.token_rows import FeatureRows, mean_of
 from streamer.events import Id
 
 SECONDS_PER_HOUR = 3600.0
+POPULARITY_FLOOR = 1e-3  # added to counts before the log: an unviewed item's is finite
+# the served popularity's shared constant grows by ln 2 per half-life; past this it is
+# reset and every item's coordinate rewritten (~29 half-lives: 58k views at defaults),
+# which keeps the coordinate within ~30 of the embeddings' scale for the HNSW graph
+REBASE_NATS = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +49,8 @@ class HistoryConfig(NeuralConfig):
     The defaults were chosen on ML-100K's validation split at micro-batch 512: learning
     rate and logQ half-life on a 10% tail (model_grid-history-step512*.json), then
     `history_length`, `hidden` and `init_std` on the 20% tail shaped like the test
-    (temporal NDCG@10 0.191 -> 0.211, model_grid-history-validation20*.json)."""
+    (temporal NDCG@10 0.191 -> 0.211, model_grid-history-validation20*.json), and
+    `popularity_weight` there too."""
 
     learning_rate: float = 0.005
     init_std: float = 0.02
@@ -56,6 +66,12 @@ class HistoryConfig(NeuralConfig):
     # (benchmarks/results/model_grid-history-features*.json), so off by default
     item_features: bool = False
     feature_init_std: float = 0.05
+    # served score = user . item + this x log(the item's recent views): the softmax's
+    # logQ correction takes the sampling popularity out of what it learns, and part of it
+    # back raised temporal NDCG@10 on validation 0.201 -> 0.222 over 11 seeds
+    # (history-popularity-seeds.json); weights 0-5 in model_grid-history-popularity-*.json:
+    # 2 is the smallest on the plateau (2-5 within 0.001). 0: `dim` learned widths
+    popularity_weight: float = 2.0
 
     def __post_init__(self) -> None:
         NeuralConfig.__post_init__(self)
@@ -63,6 +79,14 @@ class HistoryConfig(NeuralConfig):
             raise ValueError("history_length, hidden >= 1 and sampled_negatives >= 0")
         if self.feature_init_std < 0:
             raise ValueError("feature_init_std must be >= 0")
+        if self.popularity_weight < 0 or (self.popularity_weight > 0 and self.dim < 2):
+            raise ValueError("popularity_weight must be >= 0, and dim >= 2 with it")
+
+    @property
+    def width(self) -> int:
+        """The learned width of user and item vectors (one published coordinate carries
+        the popularity term when it is on)."""
+        return self.dim - 1 if self.popularity_weight else self.dim
 
 
 class HistoryTower(NeuralModel):
@@ -74,7 +98,7 @@ class HistoryTower(NeuralModel):
 
     def __init__(self, config: HistoryConfig, search: SearchConfig | None = None) -> None:
         super().__init__(config, search)
-        dim = config.dim
+        dim = config.width
         self.embeddings = self.add_table("item", "item", dim, config.init_std)
         self.outputs = (
             self.embeddings
@@ -92,6 +116,9 @@ class HistoryTower(NeuralModel):
         self.pushed = torch.zeros(0, dtype=torch.int64)
         self.item_counts = torch.zeros(0, dtype=torch.float64)
         self.newest = torch.zeros(1, dtype=torch.float64)  # latest view time seen
+        # log of the decay applied to `item_counts` since the last rebase: counts times
+        # its exp is what an item's own views alone change (its served popularity)
+        self.popularity_offset = torch.zeros(1, dtype=torch.float64)
 
     @property
     def name(self) -> str:
@@ -101,7 +128,8 @@ class HistoryTower(NeuralModel):
         """A feature-token table (row 0: padding, zero), or None without item features."""
         if not self.config.item_features:
             return None
-        table = AdamRows((self.config.dim,), torch.zeros(1, self.config.dim), self.device)
+        width = self.config.width
+        table = AdamRows((width,), torch.zeros(1, width), self.device)
         self.layers[name] = table
         return table
 
@@ -192,7 +220,7 @@ class HistoryTower(NeuralModel):
                 else self._item_rows(self.outputs, self.token_outputs, extra, tape)
             )
             layers = [tape.dense(table) for pair in (self.hidden, self.output) for table in pair]
-        slots = torch.zeros(*recent.shape, self.config.dim, device=self.device)
+        slots = torch.zeros(*recent.shape, self.config.width, device=self.device)
         slots[valid] = read[:watched]
         mean = slots.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         hidden_weight, hidden_bias, output_weight, output_bias = layers
@@ -202,10 +230,44 @@ class HistoryTower(NeuralModel):
     def _user_vectors(self, user_rows: Tensor) -> Tensor:
         ages = torch.zeros(user_rows.shape[0], device=self.device)  # served now: age 0
         empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-        return self._queries(user_rows, ages, None, empty)[0]
+        queries = self._queries(user_rows, ages, None, empty)[0]
+        if not self.config.popularity_weight:
+            return queries
+        weight = torch.full((queries.shape[0], 1), self.config.popularity_weight)
+        return torch.cat([queries, weight.to(self.device)], 1)
 
     def _item_vectors(self, item_rows: Tensor) -> Tensor:
-        return self._item_rows(self.outputs, self.token_outputs, item_rows, None)
+        vectors = self._item_rows(self.outputs, self.token_outputs, item_rows, None)
+        if not self.config.popularity_weight:
+            return vectors
+        return torch.cat([vectors, self._popularity(item_rows)[:, None]], 1)
+
+    def _similarity_vectors(self, item_rows: Tensor) -> Tensor:
+        """Item vectors with the popularity coordinate zeroed: similar items are items
+        alike, not items alike in how often they are watched."""
+        vectors = self._item_vectors(item_rows)
+        if self.config.popularity_weight:
+            vectors[:, -1] = 0.0
+        return vectors
+
+    def _popularity(self, item_rows: Tensor) -> Tensor:
+        """log(recent views) of these items, up to a constant shared by every item until
+        the next rebase (`_decay_counts`), so an item's changes only with its own views."""
+        counts = self.item_counts[item_rows.cpu()] * torch.exp(self.popularity_offset)
+        return torch.log(counts + POPULARITY_FLOOR).float().to(self.device)
+
+    def _decay_counts(self, views: int) -> bool:
+        """Let the logQ counts forget `views` views' worth; True when the served
+        popularity was rebased (every item's coordinate moved)."""
+        if not self.config.frequency_half_life:
+            return False
+        halvings = views / self.config.frequency_half_life
+        self.item_counts *= 0.5**halvings
+        self.popularity_offset += halvings * np.log(2.0)
+        if float(self.popularity_offset) <= REBASE_NATS:
+            return False
+        self.popularity_offset.zero_()
+        return bool(self.config.popularity_weight)
 
     def learn(self, batch: Batch) -> Step:
         """One sampled-softmax step over the batch, users as they were before it; then
@@ -213,8 +275,7 @@ class HistoryTower(NeuralModel):
         users, items, learned = self._begin(batch)
         if users.size == 0:
             return Step(float("nan"), learned, np.zeros(0, dtype=np.int64))
-        if self.config.frequency_half_life:
-            self.item_counts *= 0.5 ** (users.size / self.config.frequency_half_life)
+        rebased = self._decay_counts(users.size)
         self.item_counts.index_add_(
             0, torch.from_numpy(items), torch.from_numpy(batch.weights.astype(np.float64))
         )
@@ -225,6 +286,8 @@ class HistoryTower(NeuralModel):
             learned[:] = False
             self.history.remove(users, items)
         self._push(users[learned], items[learned])
+        if rebased:
+            moved = np.arange(len(self.items), dtype=np.int64)
         return Step(loss, learned, moved)
 
     def _step(self, users: np.ndarray, items: np.ndarray, batch: Batch) -> tuple[float, np.ndarray]:
@@ -246,7 +309,9 @@ class HistoryTower(NeuralModel):
         frequency = counts[positives].clamp(min=1.0) / counts.sum().clamp(min=1.0)
         in_batch = torch.log(size * frequency).float().to(device)
         uniform = torch.full(
-            (config.sampled_negatives,), np.log(config.sampled_negatives / catalogue), device=device
+            (config.sampled_negatives,),
+            np.log(max(config.sampled_negatives, 1) / catalogue),
+            device=device,
         )
         logits = logits - torch.cat([in_batch, uniform])[None, :]
         target = candidates[:size]
@@ -273,6 +338,7 @@ class HistoryTower(NeuralModel):
             "recent_pushed": self.pushed,
             "item_counts": self.item_counts,
             "newest": self.newest,
+            "popularity_offset": self.popularity_offset,
         }
 
     def _load_extra_state(self, tensors: dict[str, Tensor]) -> None:
@@ -280,5 +346,6 @@ class HistoryTower(NeuralModel):
         self.pushed = tensors["recent_pushed"].clone()
         self.item_counts = tensors["item_counts"].clone()
         self.newest = tensors["newest"].clone()
+        self.popularity_offset = tensors["popularity_offset"].clone()
         self.feature_rows.reset()  # the registry was restored: every row read again
         self.sync_rows()
