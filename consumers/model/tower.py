@@ -38,7 +38,7 @@ SECONDS_PER_HOUR = 3600.0
 POPULARITY_FLOOR = 1e-3  # added to counts before the log: an unviewed item's is finite
 # the served popularity's shared constant grows by ln 2 per half-life; past this it is
 # reset and every item's coordinate rewritten (~29 half-lives: 58k views at defaults),
-# which keeps the coordinate within ~30 of the embeddings' scale for the HNSW graph
+# which keeps the coordinate (a log count plus at most 20) small beside the HNSW graph's
 REBASE_NATS = 20.0
 
 
@@ -98,20 +98,20 @@ class HistoryTower(NeuralModel):
 
     def __init__(self, config: HistoryConfig, search: SearchConfig | None = None) -> None:
         super().__init__(config, search)
-        dim = config.width
-        self.embeddings = self.add_table("item", "item", dim, config.init_std)
+        width = config.width
+        self.embeddings = self.add_table("item", "item", width, config.init_std)
         self.outputs = (
             self.embeddings
             if config.tied
-            else self.add_table("item_output", "item", dim, config.init_std)
+            else self.add_table("item_output", "item", width, config.init_std)
         )
         self.feature_rows = FeatureRows()
         self.token_embeddings = self._add_tokens("item_tokens")
         self.token_outputs = (
             self.token_embeddings if config.tied else self._add_tokens("item_output_tokens")
         )
-        self.hidden = self.add_layer("hidden", dim + 1, config.hidden)
-        self.output = self.add_layer("output", config.hidden, dim)
+        self.hidden = self.add_layer("hidden", width + 1, config.hidden)
+        self.output = self.add_layer("output", config.hidden, width)
         self.recent = torch.full((0, config.history_length), -1, dtype=torch.int64)
         self.pushed = torch.zeros(0, dtype=torch.int64)
         self.item_counts = torch.zeros(0, dtype=torch.float64)
@@ -233,22 +233,22 @@ class HistoryTower(NeuralModel):
         queries = self._queries(user_rows, ages, None, empty)[0]
         if not self.config.popularity_weight:
             return queries
-        weight = torch.full((queries.shape[0], 1), self.config.popularity_weight)
-        return torch.cat([queries, weight.to(self.device)], 1)
+        weight = queries.new_full((queries.shape[0], 1), self.config.popularity_weight)
+        return torch.cat([queries, weight], 1)
 
     def _item_vectors(self, item_rows: Tensor) -> Tensor:
+        vectors = self._similarity_vectors(item_rows)
+        if self.config.popularity_weight:
+            vectors[:, -1] = self._popularity(item_rows)
+        return vectors
+
+    def _similarity_vectors(self, item_rows: Tensor) -> Tensor:
+        """Item vectors with the popularity coordinate 0: similar items are items alike,
+        not items alike in how often they are watched."""
         vectors = self._item_rows(self.outputs, self.token_outputs, item_rows, None)
         if not self.config.popularity_weight:
             return vectors
-        return torch.cat([vectors, self._popularity(item_rows)[:, None]], 1)
-
-    def _similarity_vectors(self, item_rows: Tensor) -> Tensor:
-        """Item vectors with the popularity coordinate zeroed: similar items are items
-        alike, not items alike in how often they are watched."""
-        vectors = self._item_vectors(item_rows)
-        if self.config.popularity_weight:
-            vectors[:, -1] = 0.0
-        return vectors
+        return torch.cat([vectors, vectors.new_zeros(vectors.shape[0], 1)], 1)
 
     def _popularity(self, item_rows: Tensor) -> Tensor:
         """log(recent views) of these items, up to a constant shared by every item until
