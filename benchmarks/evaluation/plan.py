@@ -45,12 +45,14 @@ def _service_batch_size() -> int:
 def _grids() -> dict[str, list[dict[str, Any]]]:
     """Each grid is wide enough that the choices of the last full run sit inside it
     (widened where a choice sat on an edge: ALS regularization and alpha, BPR learning
-    rate and regularization, LightFM learning rates and epochs)."""
+    rate and regularization, LightFM learning rates and epochs; last widened for ALS's
+    alpha 30 and LightFM BPR's 0.01 on the drifting stream, LightFM-with-features' 0.05
+    on the temporal split)."""
     return {
         "implicit-als": [
             {"regularization": reg, "alpha": alpha, "iterations": 15}
             for reg in (1.0, 10.0, 30.0, 100.0, 300.0)
-            for alpha in (0.03, 0.1, 0.3, 1.0, 10.0, 30.0)
+            for alpha in (0.03, 0.1, 0.3, 1.0, 10.0, 30.0, 100.0)
         ],
         # iterations stay at 100: each retrain is the run's most expensive step
         "implicit-bpr": [
@@ -59,8 +61,8 @@ def _grids() -> dict[str, list[dict[str, Any]]]:
             for reg in (0.003, 0.01, 0.03, 0.1, 0.3)
         ],
         "lightfm-warp": [{"learning_rate": lr} for lr in (0.001, 0.003, 0.01, 0.02, 0.05)],
-        "lightfm-bpr": [{"learning_rate": lr} for lr in (0.01, 0.05, 0.1, 0.2)],
-        "lightfm-warp-features": [{"learning_rate": lr} for lr in (0.01, 0.02, 0.05)],
+        "lightfm-bpr": [{"learning_rate": lr} for lr in (0.003, 0.01, 0.05, 0.1, 0.2)],
+        "lightfm-warp-features": [{"learning_rate": lr} for lr in (0.01, 0.02, 0.05, 0.1)],
     }
 
 
@@ -109,9 +111,10 @@ class Plan:
     peers: tuple[str, ...] = PEERS
     default_params: dict[str, dict[str, Any]] = field(default_factory=_default_params)
     grids: dict[str, list[dict[str, Any]]] = field(default_factory=_grids)
-    # widened where the last run's choices sat on the edge (200 epochs, 100 per step)
-    lightfm_epochs: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500)
-    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
+    # widened where a run's choices sat on the edge (200 epochs, 100 per step; then 500
+    # and 300); 1 is the floor of both
+    lightfm_epochs: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+    lightfm_chunk_epochs: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000)
     # peers that take the learner's micro-batch as their step (LightFM's fit_partial,
     # implicit ALS's partial fits); the others retrain once per chunk
     at_cadence: tuple[str, ...] = (
