@@ -189,7 +189,9 @@ def test_the_learner_beats_popularity_on_a_planted_stream(
     text = learner.metrics()
     model = metric_value(text, "recstream_online_hit_rate", ranker="model", window="all")
     popular = metric_value(text, "recstream_online_hit_rate", ranker="popularity", window="all")
-    assert model > 1.5 * popular, (model, popular)
+    # 1.49x to 1.90x over 7 runs: how many events a micro-batch holds (so how stale the
+    # served lists are) depends on timing; with learning rate 1e-9 it scored 0.35x
+    assert model > 1.3 * popular, (model, popular)
     assert learner.stop() == 0
 
 
