@@ -43,11 +43,11 @@ def _service_batch_size() -> int:
 
 
 def _grids() -> dict[str, list[dict[str, Any]]]:
-    """Each grid is wide enough that the choices of the last full run sit inside it
-    (widened where a choice sat on an edge: ALS regularization and alpha, BPR learning
-    rate and regularization, LightFM learning rates and epochs; last widened for ALS's
-    alpha 30 and LightFM BPR's 0.01 on the drifting stream, LightFM-with-features' 0.05
-    on the temporal split)."""
+    """Each grid was widened where a full run chose its edge (ALS regularization and
+    alpha, BPR learning rate and regularization, LightFM learning rates and epochs; last
+    for ALS's alpha 30 and LightFM BPR's 0.01 on the drifting stream,
+    LightFM-with-features' 0.05 on the temporal split). Choices still on an edge after
+    the last run are named in the README's quality section."""
     return {
         "implicit-als": [
             {"regularization": reg, "alpha": alpha, "iterations": 15}
